@@ -1,0 +1,679 @@
+"""Every network of SPADE and SEAN, at the papers' size by default and tiny when asked.
+
+    SPADE  Park et al., "Semantic Image Synthesis with Spatially-Adaptive Normalization", CVPR 2019
+           Sec. 3.2-3.3 and Appendix A (generator, image encoder, multi-scale discriminator), Sec. 4 ablations
+    SEAN   Zhu et al., "SEAN: Image Synthesis with Semantic Region-Adaptive Normalization", CVPR 2020,
+           Sec. 3.3
+
+The normalization layers themselves (SPADE, SEAN, CLADE, region-wise average pooling) live in norm.py; this
+file only wires them into residual blocks and networks. Parameter layouts follow the official code
+(NVlabs/SPADE with its default options, ZPdesu/SEAN) so that `count_parameters` gives exactly the official
+numbers; tests assert them. Run `python models.py` for the table of counts next to the papers'.
+
+Two official quirks worth knowing when reading the layers below:
+  * a conv followed by a parameter-free normalization loses its bias (the official `get_nonspade_norm_layer`
+    deletes it: a per-channel constant is removed by the mean subtraction anyway);
+  * spectral norm wraps the residual-block convs, the encoder's convs and the discriminator's middle convs,
+    but not the discriminator's first and last conv, nor the generator's first and last layer.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import pairwise
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
+
+import norm
+
+__all__ = [
+    "SPADEResBlock",
+    "SPADEGenerator",
+    "ConvEncoder",
+    "StyleEncoder",
+    "SEANGenerator",
+    "ConcatGenerator",
+    "CLADEGenerator",
+    "Pix2PixHDGenerator",
+    "NLayerDiscriminator",
+    "MultiscaleDiscriminator",
+    "build_generator",
+    "count_parameters",
+    "init_weights",
+]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements (spectral norm's u, v are buffers: not counted, as officially)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def _sn(layer: nn.Module, spectral: bool) -> nn.Module:
+    return spectral_norm(layer) if spectral else layer
+
+
+def _resize(segmap: torch.Tensor, size) -> torch.Tensor:
+    # nearest keeps a one-hot map one-hot
+    return segmap if segmap.shape[2:] == size else F.interpolate(segmap, size=size, mode="nearest")
+
+
+def _up(x: torch.Tensor) -> torch.Tensor:
+    # the official nn.Upsample(scale_factor=2): nearest neighbour
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
+    """The official init (init_type='xavier', init_variance=0.02), applied to every submodule.
+
+    conv / transposed conv / linear: weight ~ xavier_normal(gain), bias = 0. Under spectral norm the official
+    code writes the init into the un-normalized weight (weight_orig); here that is `parametrizations.weight
+    .original`, after which the power-iteration vectors u, v are re-estimated for the new weight.
+    Batch norms with an affine part: weight ~ N(1, gain), bias = 0 (the official test is the class name
+    containing 'BatchNorm2d', so instance norms and everything else - SEAN's blending scalars and noise
+    scales, CLADE's class tables - keep their own init). SEAN's per-class FC layers are stored as one
+    (K, S, S) tensor in norm.SEAN; each slice gets the xavier init its own nn.Linear would get officially.
+    """
+    for m in module.modules():
+        if isinstance(m, _BatchNorm):
+            if m.weight is not None:
+                nn.init.normal_(m.weight, 1.0, gain)
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            sn = parametrize.is_parametrized(m, "weight")
+            weight = m.parametrizations.weight.original if sn else m.weight
+            nn.init.xavier_normal_(weight, gain=gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+            if sn and not weight.is_meta:
+                # u, v were estimated for the default init; 15 power iterations, as at registration
+                p = m.parametrizations.weight[0]
+                p._power_method(p._reshape_weight_to_matrix(weight), 15)
+        elif isinstance(m, norm.SEAN):
+            for k in range(m.fc_mu_weight.shape[0]):
+                nn.init.xavier_normal_(m.fc_mu_weight[k], gain=gain)
+            nn.init.zeros_(m.fc_mu_bias)
+    return module
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Residual block (SPADE Fig. 4 right, App. A)
+
+
+class SPADEResBlock(nn.Module):
+    """norm -> LeakyReLU(0.2) -> conv3x3, twice, plus a shortcut; the label map enters through every norm.
+
+    The shortcut is learned (norm_s -> conv1x1 without bias) when fin != fout, the identity otherwise; the
+    middle width is min(fin, fout). Spectral norm on all three convs (official norm_G 'spectral...').
+
+    make_norm(num_channels) builds the conditional normalization; by default norm.SPADE. Every norm is called
+    as norm(x, segmap, *cond), so the same block serves SEAN (cond = style_codes), CLADE and the Concat
+    baseline. extra_in is how many channels a norm adds to its input (Concat: the label map), so the convs
+    that follow a norm take fin + extra_in channels.
+    """
+
+    def __init__(self, fin: int, fout: int, semantic_nc: int, param_free: str = "batch",
+                 spectral: bool = True, make_norm: Callable[[int], nn.Module] | None = None,
+                 extra_in: int = 0):
+        super().__init__()
+        if make_norm is None:
+            make_norm = lambda nc: norm.SPADE(nc, semantic_nc, param_free=param_free)  # noqa: E731
+        self.learned_shortcut = fin != fout
+        fmiddle = min(fin, fout)
+        self.conv_0 = _sn(nn.Conv2d(fin + extra_in, fmiddle, 3, padding=1), spectral)
+        self.conv_1 = _sn(nn.Conv2d(fmiddle + extra_in, fout, 3, padding=1), spectral)
+        self.norm_0 = make_norm(fin)
+        self.norm_1 = make_norm(fmiddle)
+        if self.learned_shortcut:
+            self.conv_s = _sn(nn.Conv2d(fin + extra_in, fout, 1, bias=False), spectral)
+            self.norm_s = make_norm(fin)
+
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor, *cond) -> torch.Tensor:
+        # the official shortcut branch has no activation between its norm and conv
+        x_s = self.conv_s(self.norm_s(x, segmap, *cond)) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, segmap, *cond), 0.2))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, segmap, *cond), 0.2))
+        return x_s + dx
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The SPADE decoder layout, shared by SPADE, SEAN, Concat and CLADE generators
+
+_NUM_UP = {"normal": 5, "more": 6, "most": 7}
+
+
+class _Decoder(nn.Module):
+    """fc -> head_0 -> G_middle_0 -> G_middle_1 -> up_0..up_3 (-> up_4) -> LeakyReLU -> conv_img -> tanh.
+
+    Widths 16, 16, 16, 8, 4, 2, 1 (x ngf), each block preceded by a 2x nearest upsampling except head_0 (and
+    G_middle_1 unless num_upsampling_layers is "more"/"most"). The start is a (sh, sw) tensor with
+    sw = crop_size / 2^n_up and sh = sw / aspect_ratio, so the output is (sh, sw) * 2^n_up whatever the size
+    of the segmap (it is resized inside every norm).
+    make_block(fin, fout, last) builds a residual block; `last` marks the final one (SEAN treats it apart).
+    """
+
+    def __init__(self, semantic_nc: int, ngf: int, crop_size: int, aspect_ratio: float,
+                 num_upsampling_layers: str, make_block: Callable[[int, int, bool], nn.Module],
+                 z_dim: int | None = None):
+        super().__init__()
+        if num_upsampling_layers not in _NUM_UP:
+            raise ValueError(f"num_upsampling_layers must be one of {list(_NUM_UP)}, "
+                             f"got {num_upsampling_layers!r}")
+        self.semantic_nc, self.ngf, self.z_dim = semantic_nc, ngf, z_dim
+        self.num_upsampling_layers = num_upsampling_layers
+        n_up = _NUM_UP[num_upsampling_layers]
+        self.sw = crop_size // 2**n_up
+        self.sh = round(self.sw / aspect_ratio)
+        if self.sw < 1 or self.sh < 1:
+            raise ValueError(f"crop_size={crop_size}, aspect_ratio={aspect_ratio}: too small for "
+                             f"{n_up} upsamplings")
+        nf = ngf
+        if z_dim is not None:
+            # VAE mode: z -> a (16 ngf, sh, sw) tensor
+            self.fc = nn.Linear(z_dim, 16 * nf * self.sh * self.sw)
+        else:
+            # deterministic mode: the label map downsampled to (sh, sw), then a 3x3 conv
+            self.fc = nn.Conv2d(semantic_nc, 16 * nf, 3, padding=1)
+        widths = [("head_0", 16, 16), ("G_middle_0", 16, 16), ("G_middle_1", 16, 16),
+                  ("up_0", 16, 8), ("up_1", 8, 4), ("up_2", 4, 2), ("up_3", 2, 1)]
+        if num_upsampling_layers == "most":
+            widths.append(("up_4", 1, 0.5))
+        for i, (name, a, b) in enumerate(widths):
+            self.add_module(name, make_block(int(a * nf), int(b * nf), i == len(widths) - 1))
+        self.block_names = [name for name, _, _ in widths]
+        self.conv_img = nn.Conv2d(int(widths[-1][2] * nf), 3, 3, padding=1)
+
+    def start(self, segmap: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        if self.z_dim is None:
+            return self.fc(F.interpolate(segmap, size=(self.sh, self.sw), mode="nearest"))
+        if z is None:
+            z = torch.randn(segmap.shape[0], self.z_dim, device=segmap.device, dtype=segmap.dtype)
+        return self.fc(z).view(-1, 16 * self.ngf, self.sh, self.sw)
+
+    def decode(self, x: torch.Tensor, segmap: torch.Tensor, *cond) -> torch.Tensor:
+        more = self.num_upsampling_layers in ("more", "most")
+        for name in self.block_names:
+            # no upsampling before head_0, nor before G_middle_1 in the "normal" layout
+            if name != "head_0" and not (name == "G_middle_1" and not more):
+                x = _up(x)
+            x = getattr(self, name)(x, segmap, *cond)
+        return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))
+
+
+class SPADEGenerator(_Decoder):
+    """SPADE's generator (Fig. 4 left, App. A): the decoder with SPADE residual blocks.
+
+    Defaults are the paper's: ngf 64, crop 256, spectral norm on the block convs, no VAE. param_free is the
+    normalization inside SPADE (official default: sync batch norm; "batch" is the same on one process).
+    use_vae=True starts from z (sampled from N(0, I) when forward is given none) through a linear layer,
+    instead of from the downsampled label map.
+    """
+
+    def __init__(self, semantic_nc: int, ngf: int = 64, crop_size: int = 256, aspect_ratio: float = 1.0,
+                 num_upsampling_layers: str = "normal", use_vae: bool = False, z_dim: int = 256,
+                 param_free: str = "batch", spectral: bool = True):
+        def make_block(fin, fout, last):
+            return SPADEResBlock(fin, fout, semantic_nc, param_free, spectral)
+
+        super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers, make_block,
+                         z_dim if use_vae else None)
+        self.use_vae = use_vae
+        init_weights(self)
+
+    def forward(self, segmap: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """segmap (B, semantic_nc, H, W) float, z (B, z_dim) or None -> image (B, 3, sh 2^n, sw 2^n)."""
+        return self.decode(self.start(segmap, z), segmap)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# SPADE's image encoder for the VAE (App. A, Fig. 14)
+
+
+class ConvEncoder(nn.Module):
+    """Image -> (mu, logvar) of q(z|x): stride-2 3x3 convs (spectral norm + instance norm, LeakyReLU 0.2),
+    then two linear heads on the flattened 4x4 map.
+
+    Six convs (64, 128, 256, 512, 512, 512 for ngf 64) when crop_size >= 256, five below, as officially. The
+    official code always resizes the input to 256x256 (bilinear), which with five convs leaves an 8x8 map and
+    breaks its 4x4 linear layer; here the input is resized to 4 * 2^n_convs (256, or 128 below crop 256), the
+    same thing at the paper's size and a working encoder for small crops.
+    z_dim is 256 in the paper (hard-coded officially).
+    """
+
+    def __init__(self, ngf: int = 64, crop_size: int = 256, z_dim: int = 256, spectral: bool = True):
+        super().__init__()
+        n_convs = 6 if crop_size >= 256 else 5
+        self.input_size = 4 * 2**n_convs
+        widths = [3, ngf, 2 * ngf, 4 * ngf, 8 * ngf, 8 * ngf, 8 * ngf][: n_convs + 1]
+        self.convs = nn.ModuleList(
+            # bias=False: instance norm follows and removes any per-channel constant
+            _sn(nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False), spectral) for a, b in pairwise(widths)
+        )
+        self.norms = nn.ModuleList(nn.InstanceNorm2d(b, affine=False) for b in widths[1:])
+        self.fc_mu = nn.Linear(8 * ngf * 4 * 4, z_dim)
+        self.fc_var = nn.Linear(8 * ngf * 4 * 4, z_dim)
+        init_weights(self)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """image (B, 3, H, W) in [-1, 1] -> mu, logvar, each (B, z_dim)."""
+        s = self.input_size
+        x = image if image.shape[2:] == (s, s) else F.interpolate(image, size=(s, s), mode="bilinear")
+        for conv, inorm in zip(self.convs, self.norms, strict=True):
+            x = F.leaky_relu(inorm(conv(x)), 0.2)
+        x = x.flatten(1)
+        return self.fc_mu(x), self.fc_var(x)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# SEAN (Sec. 3.3, Fig. 4/5): style encoder + SEAN residual blocks
+
+
+class StyleEncoder(nn.Module):
+    """SEAN's style encoder (official 'Zencoder'): a small conv encoder-decoder whose output F (style_dim
+    channels at half the input resolution) is pooled region by region into the style matrix ST.
+
+    conv3x3(3 -> 32) -> 2 x [stride-2 conv3x3, x2 channels] -> transposed conv (128 -> 256, x2 size)
+    -> conv3x3(256 -> style_dim) -> tanh; instance norm (no affine) + LeakyReLU 0.2 after every conv but the
+    last.
+    """
+
+    def __init__(self, style_dim: int = 512, nf: int = 32):
+        super().__init__()
+        self.style_dim = style_dim
+        self.model = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(3, nf, 3), nn.InstanceNorm2d(nf), nn.LeakyReLU(0.2),
+            nn.Conv2d(nf, 2 * nf, 3, stride=2, padding=1), nn.InstanceNorm2d(2 * nf), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * nf, 4 * nf, 3, stride=2, padding=1), nn.InstanceNorm2d(4 * nf), nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(4 * nf, 8 * nf, 3, stride=2, padding=1, output_padding=1),
+            nn.InstanceNorm2d(8 * nf), nn.LeakyReLU(0.2),
+            nn.ReflectionPad2d(1), nn.Conv2d(8 * nf, style_dim, 3), nn.Tanh(),
+        )
+
+    def forward(self, image: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+        """image (B, 3, H, W), segmap (B, K, H', W') -> style_codes ST (B, K, style_dim), zero rows for absent
+        classes."""
+        features = self.model(image)
+        # ST_{:,j} = \frac{1}{|M_j|} \sum_{p \in M_j} F_p   (norm.region_average_pool)
+        return norm.region_average_pool(features, segmap)
+
+
+class SPADEWithNoise(nn.Module):
+    """The norm of SEAN's last residual block: the official ACE layer with use_rgb=False.
+
+    That is SPADE (mask only) after per-pixel noise scaled per channel by noise_var, exactly like norm.SEAN
+    without its style branch. The official layer still creates its two blending scalars although nothing reads
+    them when use_rgb=False; they are kept (as dead parameters that never get a gradient) only so that the
+    generator's parameter count equals the official one.
+    """
+
+    def __init__(self, norm_nc: int, label_nc: int, param_free: str = "batch", use_noise: bool = True):
+        super().__init__()
+        self.use_noise = use_noise
+        self.spade = norm.SPADE(norm_nc, label_nc, param_free=param_free)
+        self.blending_gamma = nn.Parameter(torch.zeros(1))  # unused, see docstring
+        self.blending_beta = nn.Parameter(torch.zeros(1))  # unused, see docstring
+        if use_noise:
+            self.noise_var = nn.Parameter(torch.zeros(norm_nc))
+
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor, style_codes=None) -> torch.Tensor:
+        if self.use_noise:
+            noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
+            x = x + noise * self.noise_var.view(1, -1, 1, 1)
+        return self.spade(x, segmap)
+
+
+class SEANGenerator(_Decoder):
+    """SEAN's generator: the SPADE decoder layout with SEAN norms, plus the style encoder.
+
+    Every residual block but the last uses norm.SEAN (style branch blended with a SPADE branch). The last one
+    (up_3 at "normal"/"more") uses the mask-only SPADEWithNoise: the official generator builds it with
+    use_rgb=False. The paper does not explain this and the authors did not answer the question when it was
+    asked (ZPdesu/SEAN issue #7). The likely reason is cost: a style-conditioned norm at full resolution must
+    build a style_dim-channel (512) style map at the output size and run two 512-channel 3x3 convs on it, once
+    per norm. Its 64 channels are also the closest to RGB, where the mask and the earlier style-modulated
+    features already fix the content. The official code builds up_4 for "most" but never calls it; here "most"
+    runs it, and it is the mask-only one.
+
+    Per-class FC layers are created for every class (semantic_nc of them; the official code hard-codes 19).
+    forward takes either an image (the style is encoded from it) or given style_codes (B, semantic_nc,
+    style_dim), e.g. mixed from several images for per-region style transfer or edited for one class.
+    Noise is drawn inside every norm on every call, in training and evaluation alike (as officially).
+    """
+
+    def __init__(self, semantic_nc: int, ngf: int = 64, crop_size: int = 256, aspect_ratio: float = 1.0,
+                 style_dim: int = 512, num_upsampling_layers: str = "normal", param_free: str = "batch",
+                 spectral: bool = True, use_noise: bool = True):
+        def make_block(fin, fout, last):
+            if last:
+                make_norm = lambda nc: SPADEWithNoise(nc, semantic_nc, param_free, use_noise)  # noqa: E731
+            else:
+                make_norm = lambda nc: norm.SEAN(  # noqa: E731
+                    nc, semantic_nc, style_dim=style_dim, param_free=param_free, use_noise=use_noise)
+            return SPADEResBlock(fin, fout, semantic_nc, param_free, spectral, make_norm=make_norm)
+
+        super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers, make_block)
+        self.style_dim = style_dim
+        self.style_encoder = StyleEncoder(style_dim)
+        init_weights(self)
+
+    def encode_style(self, image: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+        """image (B, 3, H, W), segmap (B, semantic_nc, H, W) -> style_codes (B, semantic_nc, style_dim)."""
+        return self.style_encoder(image, segmap)
+
+    def forward(self, segmap: torch.Tensor, image: torch.Tensor | None = None,
+                style_codes: torch.Tensor | None = None) -> torch.Tensor:
+        """segmap and either image (style encoded from it) or style_codes -> image in [-1, 1]."""
+        if style_codes is None:
+            if image is None:
+                raise ValueError("SEANGenerator.forward needs an image (to encode the style) or style_codes")
+            style_codes = self.encode_style(image, segmap)
+        return self.decode(self.start(segmap), segmap, style_codes)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# SPADE's ablation baselines (Sec. 4, Table 4) and CLADE
+
+
+class ConcatNorm(nn.Module):
+    """A plain (affine) normalization followed by concatenating the resized label map: 'decoder w/ Concat'.
+
+    Batch norm with a learned per-channel scale and shift is what SPADE replaces (SPADE's own param-free norm
+    is batch norm), so it is the default; "instance" gives instance norm with affine parameters.
+    """
+
+    def __init__(self, norm_nc: int, label_nc: int, param_free: str = "batch"):
+        super().__init__()
+        kinds = {"batch": nn.BatchNorm2d, "instance": nn.InstanceNorm2d, "syncbatch": nn.SyncBatchNorm}
+        if param_free not in kinds:
+            raise ValueError(f"param_free must be one of {list(kinds)}, got {param_free!r}")
+        self.norm = kinds[param_free](norm_nc, affine=True)
+
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.norm(x), _resize(segmap, x.shape[2:]).to(x.dtype)], dim=1)
+
+
+class ConcatGenerator(_Decoder):
+    """'decoder w/ Concat' (SPADE Table 4): the SPADE decoder with every SPADE replaced by a plain
+    normalization and the label map concatenated to its output, i.e. fed to every conv of every residual
+    block (conv_0, conv_1 and the shortcut conv) where SPADE would inject it.
+
+    The paper does not give the exact wiring; this one lands at 79.25M parameters on ADE20K (151 channels),
+    the paper's 79M. Concatenating only at each block's input (conv_0 and conv_s) would give 73.8M.
+    """
+
+    def __init__(self, semantic_nc: int, ngf: int = 64, crop_size: int = 256, aspect_ratio: float = 1.0,
+                 num_upsampling_layers: str = "normal", param_free: str = "batch", spectral: bool = True):
+        def make_block(fin, fout, last):
+            return SPADEResBlock(fin, fout, semantic_nc, param_free, spectral, extra_in=semantic_nc,
+                                 make_norm=lambda nc: ConcatNorm(nc, semantic_nc, param_free))
+
+        super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers, make_block)
+        init_weights(self)
+
+    def forward(self, segmap: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.start(segmap), segmap)
+
+
+class CLADEGenerator(_Decoder):
+    """The SPADE decoder with norm.CLADE (class-adaptive: a gamma/beta table lookup per class instead of a
+    conv net on the mask; Tan et al., TPAMI 2021), the efficient variant. No distance-map input (the
+    CLADE-ICPE option of its paper)."""
+
+    def __init__(self, semantic_nc: int, ngf: int = 64, crop_size: int = 256, aspect_ratio: float = 1.0,
+                 num_upsampling_layers: str = "normal", param_free: str = "batch", spectral: bool = True):
+        def make_block(fin, fout, last):
+            return SPADEResBlock(fin, fout, semantic_nc, param_free, spectral,
+                                 make_norm=lambda nc: norm.CLADE(nc, semantic_nc, param_free))
+
+        super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers, make_block)
+        init_weights(self)
+
+    def forward(self, segmap: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.start(segmap), segmap)
+
+
+class _Plain(nn.Module):
+    """Instance norm without affine parameters that ignores the label map (pix2pixHD's norm)."""
+
+    def __init__(self, norm_nc: int):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(norm_nc, affine=False)
+
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+
+class _Pix2PixHDResBlock(nn.Module):
+    """x + [pad, conv3x3, norm, ReLU, pad, conv3x3, norm](x); extra_in > 0 feeds the label map to conv_0."""
+
+    def __init__(self, dim: int, make_norm: Callable[[int], nn.Module], spectral: bool, extra_in: int = 0):
+        super().__init__()
+        self.concat = extra_in > 0
+        self.conv_0 = _sn(nn.Conv2d(dim + extra_in, dim, 3, bias=False), spectral)
+        self.norm_0 = make_norm(dim)
+        self.conv_1 = _sn(nn.Conv2d(dim, dim, 3, bias=False), spectral)
+        self.norm_1 = make_norm(dim)
+
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([x, _resize(segmap, x.shape[2:]).to(x.dtype)], 1) if self.concat else x
+        h = F.relu(self.norm_0(self.conv_0(F.pad(h, (1, 1, 1, 1), mode="reflect")), segmap))
+        h = self.norm_1(self.conv_1(F.pad(h, (1, 1, 1, 1), mode="reflect")), segmap)
+        return x + h
+
+
+class Pix2PixHDGenerator(nn.Module):
+    """pix2pixHD's global generator as in SPADE's official code (the paper's baseline): the label map is the
+    input; 7x7 conv -> n_downsample stride-2 convs -> n_blocks residual blocks -> n_downsample transposed
+    convs -> 7x7 conv -> tanh, instance norm (no affine) + ReLU after every conv but the last, reflection
+    padding.
+
+    Convs before a norm have no bias (official). The official default norm is plain 'instance' (no spectral
+    norm; that code path actually fails in the official get_nonspade_norm_layer, which only defines the
+    sub-norm type after a 'spectral' prefix), so spectral=False by default; the counts do not depend on it.
+
+    SPADE Table 4's variants, whose exact wiring the paper does not give:
+      "pix2pixHD++"            spectral=True (the paper's improved training, same network)
+      "pix2pixHD++ w/ SPADE"   norm="spade": every instance norm replaced by SPADE (instance param-free)
+      "pix2pixHD++ w/ Concat"  concat_label=True: the label map concatenated at each residual block's input
+      "compact pix2pixHD++"    ngf=48
+    The output size equals the input size (which must be divisible by 2^n_downsample).
+    """
+
+    def __init__(self, semantic_nc: int, ngf: int = 64, n_downsample: int = 4, n_blocks: int = 9,
+                 norm_type: str = "instance", concat_label: bool = False, spectral: bool = False,
+                 param_free: str = "instance"):
+        super().__init__()
+        if norm_type == "instance":
+            make_norm = _Plain
+        elif norm_type == "spade":
+            make_norm = lambda nc: norm.SPADE(nc, semantic_nc, param_free=param_free)  # noqa: E731
+        else:
+            raise ValueError(f"norm_type must be 'instance' or 'spade', got {norm_type!r}")
+        self.stem = _sn(nn.Conv2d(semantic_nc, ngf, 7, bias=False), spectral)
+        self.stem_norm = make_norm(ngf)
+        widths = [ngf * 2**i for i in range(n_downsample + 1)]
+        self.down = nn.ModuleList(_sn(nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False), spectral)
+                                  for a, b in pairwise(widths))
+        self.down_norms = nn.ModuleList(make_norm(b) for b in widths[1:])
+        extra = semantic_nc if concat_label else 0
+        self.blocks = nn.ModuleList(_Pix2PixHDResBlock(widths[-1], make_norm, spectral, extra)
+                                    for _ in range(n_blocks))
+        rev = widths[::-1]
+        self.up = nn.ModuleList(
+            _sn(nn.ConvTranspose2d(a, b, 3, stride=2, padding=1, output_padding=1, bias=False), spectral)
+            for a, b in pairwise(rev))
+        self.up_norms = nn.ModuleList(make_norm(b) for b in rev[1:])
+        self.to_rgb = nn.Conv2d(ngf, 3, 7)
+        init_weights(self)
+
+    def forward(self, segmap: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """segmap (B, semantic_nc, H, W) -> image (B, 3, H, W) in [-1, 1]."""
+        x = F.relu(self.stem_norm(self.stem(F.pad(segmap, (3, 3, 3, 3), mode="reflect")), segmap))
+        for conv, n in zip(self.down, self.down_norms, strict=True):
+            x = F.relu(n(conv(x), segmap))
+        for block in self.blocks:
+            x = block(x, segmap)
+        for conv, n in zip(self.up, self.up_norms, strict=True):
+            x = F.relu(n(conv(x), segmap))
+        return torch.tanh(self.to_rgb(F.pad(x, (3, 3, 3, 3), mode="reflect")))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Discriminator (SPADE App. A, Fig. 13): multi-scale PatchGAN
+
+
+class NLayerDiscriminator(nn.Module):
+    """PatchGAN on concat(label map, image): 4x4 convs, LeakyReLU 0.2, returns every layer's output.
+
+    Layer 0: conv stride 2 (bias, no norm, no spectral norm). Layers 1..n_layers-1: width x2 (max 512),
+    stride 2 except the last of them which has stride 1 (the official fix of May 2019), spectral norm +
+    instance norm, no bias. Final layer: conv to 1 channel, stride 1 (bias, no norm). Padding 2 everywhere
+    (ceil((4-1)/2)).
+    """
+
+    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 4, spectral: bool = True):
+        super().__init__()
+        layers = [nn.Sequential(nn.Conv2d(input_nc, ndf, 4, stride=2, padding=2), nn.LeakyReLU(0.2))]
+        nf = ndf
+        for n in range(1, n_layers):
+            nf_prev, nf = nf, min(nf * 2, 512)
+            stride = 1 if n == n_layers - 1 else 2
+            layers.append(nn.Sequential(
+                _sn(nn.Conv2d(nf_prev, nf, 4, stride=stride, padding=2, bias=False), spectral),
+                nn.InstanceNorm2d(nf, affine=False), nn.LeakyReLU(0.2)))
+        layers.append(nn.Sequential(nn.Conv2d(nf, 1, 4, stride=1, padding=2)))
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for layer in self.layers:
+            x = layer(x)
+            features.append(x)
+        return features
+
+
+class MultiscaleDiscriminator(nn.Module):
+    """num_D PatchGANs; discriminator k sees the input average-pooled k times (3x3, stride 2, padding 1,
+    padding not counted). forward(x) -> one list per scale of intermediate features, the last being the
+    prediction map (or only [prediction] per scale when get_intermediate_features=False)."""
+
+    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 4, num_D: int = 2, spectral: bool = True,
+                 get_intermediate_features: bool = True):
+        super().__init__()
+        self.get_intermediate_features = get_intermediate_features
+        self.discriminators = nn.ModuleList(NLayerDiscriminator(input_nc, ndf, n_layers, spectral)
+                                            for _ in range(num_D))
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
+        """x = concat(label map, image), (B, input_nc, H, W)."""
+        results = []
+        for i, D in enumerate(self.discriminators):
+            if i > 0:
+                x = F.avg_pool2d(x, kernel_size=3, stride=2, padding=1, count_include_pad=False)
+            features = D(x)
+            results.append(features if self.get_intermediate_features else features[-1:])
+        return results
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Factory and the parameter-count table
+
+
+GENERATORS = {
+    "spade": SPADEGenerator,
+    "sean": SEANGenerator,
+    "concat": ConcatGenerator,
+    "pix2pixhd": Pix2PixHDGenerator,
+    "clade": CLADEGenerator,
+}
+
+
+def build_generator(model: str, semantic_nc: int, **kw) -> nn.Module:
+    """model in {"spade", "sean", "concat", "pix2pixhd", "clade"}; keyword arguments go to its constructor."""
+    if model not in GENERATORS:
+        raise ValueError(f"model must be one of {sorted(GENERATORS)}, got {model!r}")
+    return GENERATORS[model](semantic_nc, **kw)
+
+
+@dataclass
+class CountRow:
+    """One line of the `python models.py` table."""
+
+    name: str
+    """What the configuration is (paper row name or dataset)."""
+    build: Callable[[], nn.Module]
+    """Builds the network (called under torch.device("meta"): no memory, no compute)."""
+    official: int | None
+    """The official code's exact count with the same options (None where there is no official network)."""
+    paper: str
+    """The number the paper prints ("-" where it prints none)."""
+    note: str = ""
+    """How the variant is built where the paper does not say."""
+
+
+# Exact counts of the official code (NVlabs/SPADE, ZPdesu/SEAN) with default options; tests assert equality.
+OFFICIAL_COUNTS = {
+    "spade_151": 96_492_483, "spade_36": 93_048_003, "spade_184": 97_480_899, "spade_19": 92_538_819,
+    "spade_151_vae": 111_942_595, "conv_encoder": 10_463_424, "pix2pixhd_36": 182_525_379,
+    "msd_39": 5_601_410, "msd_154": 5_836_930, "sean_19": 266_907_367,
+}
+
+COUNT_ROWS = [
+    # SPADE Table 4 (ablation; the #param column matches ADE20K's 151 input channels)
+    CountRow("decoder w/ SPADE (Ours), ADE20K", lambda: SPADEGenerator(151), OFFICIAL_COUNTS["spade_151"],
+             "96M"),
+    CountRow("compact decoder w/ SPADE", lambda: SPADEGenerator(151, ngf=48), 60_642_771, "61M",
+             "ngf 48 (paper: 'compact', width not given)"),
+    CountRow("decoder w/ Concat", lambda: ConcatGenerator(151), None, "79M",
+             "affine BN + label concat before every block conv"),
+    CountRow("pix2pixHD++ w/ SPADE", lambda: Pix2PixHDGenerator(151, norm_type="spade", spectral=True), None,
+             "237M", "every instance norm -> SPADE"),
+    CountRow("pix2pixHD++ w/ Concat", lambda: Pix2PixHDGenerator(151, concat_label=True, spectral=True), None,
+             "195M", "label concat at each res-block input"),
+    CountRow("pix2pixHD++", lambda: Pix2PixHDGenerator(151, spectral=True), None, "183M",
+             "pix2pixHD + spectral norm (same net)"),
+    CountRow("compact pix2pixHD++", lambda: Pix2PixHDGenerator(151, ngf=48, spectral=True), None, "103M",
+             "ngf 48"),
+    CountRow("pix2pixHD [48], Cityscapes (36)", lambda: Pix2PixHDGenerator(36),
+             OFFICIAL_COUNTS["pix2pixhd_36"], "183M"),
+    # the rest of the official configurations
+    CountRow("SPADE G, Cityscapes (36)", lambda: SPADEGenerator(36), OFFICIAL_COUNTS["spade_36"], "-"),
+    CountRow("SPADE G, COCO-Stuff (184)", lambda: SPADEGenerator(184), OFFICIAL_COUNTS["spade_184"], "-"),
+    CountRow("SPADE G, CelebAMask-HQ (19)", lambda: SPADEGenerator(19), OFFICIAL_COUNTS["spade_19"], "-"),
+    CountRow("SPADE G, ADE20K, VAE (z 256)", lambda: SPADEGenerator(151, use_vae=True),
+             OFFICIAL_COUNTS["spade_151_vae"], "-"),
+    CountRow("SPADE ConvEncoder (crop 256)", lambda: ConvEncoder(), OFFICIAL_COUNTS["conv_encoder"], "-"),
+    CountRow("Multiscale D, input 39 (Cityscapes)", lambda: MultiscaleDiscriminator(39),
+             OFFICIAL_COUNTS["msd_39"], "-"),
+    CountRow("Multiscale D, input 154 (ADE20K)", lambda: MultiscaleDiscriminator(154),
+             OFFICIAL_COUNTS["msd_154"], "-"),
+    CountRow("SEAN G + style encoder, CelebAMask (19)", lambda: SEANGenerator(19), OFFICIAL_COUNTS["sean_19"],
+             "-"),
+    CountRow("CLADE G, ADE20K (151)", lambda: CLADEGenerator(151), None, "-", "SPADE decoder, norm.CLADE"),
+]
+
+
+def count_table() -> list[tuple[CountRow, int]]:
+    with torch.device("meta"):
+        return [(row, count_parameters(row.build())) for row in COUNT_ROWS]
+
+
+def _main() -> None:
+    print(f"{'configuration':<42} {'this code':>13} {'official':>13} {'paper':>6}  note")
+    for row, n in count_table():
+        official = f"{row.official:,}" if row.official is not None else "-"
+        mark = "" if row.official is None else (" ok" if n == row.official else " MISMATCH")
+        print(f"{row.name:<42} {n:>13,} {official:>13} {row.paper:>6}  {row.note}{mark}")
+
+
+if __name__ == "__main__":
+    _main()

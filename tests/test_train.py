@@ -1,0 +1,218 @@
+"""train.py: exact resume, 2-process DDP, every model end to end, non-finite stop, signals, bad input.
+
+Everything runs the real training loop at a tiny size (32x32 synthetic landscapes, ngf 8, batch 2).
+"""
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# 8 images, batch 2 -> 4 steps per epoch; 1 constant + 2 decaying epochs = 12 steps.
+TINY = ["--crop-size", "32", "--ngf", "8", "--ndf", "8", "--style-dim", "16", "--z-dim", "16",
+        "--batch-size", "2", "--synthetic-length", "8", "--niter", "1", "--niter-decay", "2",
+        "--no-progress", "--sample-every", "100", "--save-every", "100"]
+
+
+def tiny(tmp_path, *extra) -> list[str]:
+    return TINY + ["--out-dir", str(tmp_path)] + [str(e) for e in extra]
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def read_log(path) -> list[dict]:
+    return [json.loads(line) for line in open(path) if line.strip()]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Command line and presets
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_every_field_has_a_help_line_and_the_default_is_quick():
+    docs = train.field_docs(train.Args)
+    assert set(docs) == {f.name for f in dataclasses.fields(train.Args)}
+    args = train.parse_args([])
+    assert args.preset == "quick" and args.model == "spade" and args.dataset == "synthetic"
+    assert args.crop_size == 64 and args.lambda_vgg == 0.0  # quick: offline, no VGG
+    assert "discriminator learning rate (TTUR)" in train.build_parser().format_help()
+
+
+def test_paper_presets_carry_the_papers_hyperparameters_and_flags_override_them():
+    for name in ("cityscapes", "ade20k", "coco", "celebamask", "facades", "landscapes"):
+        a = train.parse_args(["--preset", name])
+        assert (a.lr_G, a.lr_D, a.beta1, a.beta2) == (1e-4, 4e-4, 0.0, 0.9)
+        assert (a.lambda_fm, a.lambda_vgg, a.lambda_kl, a.ngf) == (10.0, 10.0, 0.05, 64)
+        assert a.niter_decay > 0 and a.param_free == "syncbatch"
+    city = train.parse_args(["--preset", "cityscapes"])
+    assert (city.crop_size, city.aspect_ratio, city.batch_size) == (512, 2.0, 16)
+    assert city.niter + city.niter_decay == 200
+    assert train.parse_args(["--preset", "celebamask"]).model == "sean"
+    a = train.parse_args(["--preset", "ade20k", "--lr-G", "0.5", "--batch_size", "4", "--no-vgg-loss"])
+    assert (a.lr_G, a.batch_size, a.lambda_vgg, a.crop_size) == (0.5, 4, 0.0, 256)
+
+
+def test_official_learning_rate_schedule():
+    f = train.lr_factor(niter=2, niter_decay=4)
+    # constant for niter epochs (and the first decaying one, as the official per-epoch update lands after it)
+    assert [f(e) for e in range(6)] == [1.0, 1.0, 1.0, 0.75, 0.5, 0.25]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Training runs
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_resume_is_bit_identical(tmp_path):
+    """N steps + resume + N steps == 2N steps: weights, optimizer moments and logged losses.
+
+    6 steps cross an epoch boundary (4 steps/epoch, so the lr decays) and resume mid-epoch (batch 3 of 4);
+    SPADE+VAE draws noise (reparameterization) every step, so the RNG state must be restored too."""
+    full = train.main(tiny(tmp_path, "--vae", "--max-steps", 6, "--name", "full"))
+    half = train.main(tiny(tmp_path, "--vae", "--max-steps", 3, "--name", "split"))
+    assert half["step"] == 3
+    ckpt = tmp_path / "split" / "ckpt_00000003.pt"
+    resumed = train.main(["--resume", str(ckpt), "--max-steps", "6"])
+    assert resumed["step"] == 6 and resumed["epoch"] == 1
+    for k in ("G", "D", "E"):
+        assert_same_state(full[k].state_dict(), resumed[k].state_dict())
+    a = torch.load(tmp_path / "full" / "ckpt_00000006.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "ckpt_00000006.pt", weights_only=True)
+    for opt in ("opt_G", "opt_D"):
+        for p, s in a[opt]["state"].items():
+            assert_same_state(s, b[opt]["state"][p])
+    assert a["sched_G"]["_last_lr"] == b["sched_G"]["_last_lr"] != [1e-4]  # the decay has started
+    la, lb = read_log(tmp_path / "full" / "log.jsonl"), read_log(tmp_path / "split" / "log.jsonl")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    assert [r["step"] for r in lb] == [1, 2, 3, 4, 5, 6]
+    assert strip(la) == strip(lb)
+
+
+@pytest.mark.parametrize("model,extra", [("spade", []), ("spade", ["--vae"]), ("sean", []), ("concat", []),
+                                         ("pix2pixhd", []), ("clade", [])])
+def test_every_model_trains_and_writes_a_weights_only_checkpoint(tmp_path, model, extra):
+    out = train.main(tiny(tmp_path, "--model", model, "--max-steps", 2, "--sample-every", 2, *extra))
+    run = tmp_path / f"quick-{model}{'-vae' if extra else ''}"
+    ckpt = torch.load(run / "ckpt_00000002.pt", weights_only=True)
+    assert ckpt["step"] == 2 and ckpt["config"]["model"] == model
+    assert_same_state(ckpt["G"], out["G"].state_dict())
+    assert_same_state(ckpt["D"], out["D"].state_dict())
+    assert (ckpt["E"] is not None) == bool(extra)
+    assert {"opt_G", "opt_D", "sched_G", "sched_D", "rng", "epoch", "batch_in_epoch"} <= set(ckpt)
+    rows = read_log(run / "log.jsonl")
+    assert len(rows) == 2
+    assert all(torch.isfinite(torch.tensor(v)) for r in rows for k, v in r.items() if "/" in k)
+    assert {"D/d_fake", "D/d_real", "G/gan", "G/fm", "G/total"} <= set(rows[0])
+    assert ("G/kl" in rows[0]) == bool(extra)
+    assert (run / "samples" / "step_00000002.png").is_file() and (run / "loss_curves.png").is_file()
+    assert json.load(open(run / "args.json"))["model"] == model
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        train.main(tiny(tmp_path, "--inject-nan-step", 3, "--save-every", 2, "--name", "nan"))
+    assert "non-finite discriminator loss at step 3" in str(e.value) and "ckpt_00000002.pt" in str(e.value)
+    assert sorted(os.listdir(tmp_path / "nan")) == ["args.json", "ckpt_00000002.pt", "log.jsonl", "samples"]
+    assert torch.load(tmp_path / "nan" / "ckpt_00000002.pt", weights_only=True)["step"] == 2
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    argv = tiny(tmp_path, "--name", "sig", "--niter", 100)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "sig" / "log.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (log.exists() and log.read_text().strip()):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "stopped by signal" in out
+    ckpts = sorted((tmp_path / "sig").glob("ckpt_*.pt"))
+    assert len(ckpts) == 1
+    assert 1 <= torch.load(ckpts[0], weights_only=True)["step"] < 400
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Two processes, DistributedDataParallel on gloo
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, argv: list[str], out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    out = train.main(argv)
+    state = {"G": out["G"].state_dict(), "D": out["D"].state_dict()}
+    torch.save(state, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path):
+    # batch 4 = 2 per process; syncbatch exercises the CPU fallback to per-process BatchNorm.
+    argv = tiny(tmp_path, "--batch-size", 4, "--max-steps", 3, "--param-free", "syncbatch", "--name", "ddp")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), argv, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for k in ("G", "D"):
+        assert_same_state(r0[k], r1[k])
+    start = torch.load(tmp_path / "ddp" / "ckpt_00000003.pt", weights_only=True)
+    assert start["world_size"] == 2 and len(start["rng"]) == 2  # each rank's noise stream is kept
+    assert_same_state(start["G"], r0["G"])
+    assert len(read_log(tmp_path / "ddp" / "log.jsonl")) == 3  # rank 0 only
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Bad input: one clear line, no traceback
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_bad_input_gives_a_one_line_error(tmp_path, capsys):
+    for argv in (["--model", "stylegan"], ["--preset", "imagenet"]):
+        with pytest.raises(SystemExit) as e:
+            train.parse_args(argv)
+        assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="error: dataset folder .* does not exist"):
+        train.main(tiny(tmp_path, "--dataset", "ade20k", "--dataroot", tmp_path / "nowhere"))
+    with pytest.raises(SystemExit, match="--vae is SPADE's image encoder"):
+        train.parse_args(["--model", "sean", "--vae"])
+    with pytest.raises(SystemExit, match="does not exist"):
+        train.parse_args(["--resume", str(tmp_path / "missing.pt")])
+    train.main(tiny(tmp_path, "--max-steps", 1, "--name", "s"))
+    with pytest.raises(SystemExit, match=r"was trained with --model spade, not sean"):
+        train.parse_args(["--resume", str(tmp_path / "s"), "--model", "sean"])
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="cannot read checkpoint"):
+        train.parse_args(["--resume", str(tmp_path / "junk.pt")])
+    for msg in (str(e.value),):
+        assert "\n" not in msg
+
+
+def test_vgg_loss_never_falls_back_to_random_weights(tmp_path, monkeypatch):
+    import losses
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_hub"))  # no weight file here, no network in tests
+    assert not os.path.exists(losses.vgg19_checkpoint_path())
+    with pytest.raises(SystemExit, match="VGG19 weights.*--no-vgg-loss"):
+        train.main(tiny(tmp_path, "--lambda-vgg", 10, "--max-steps", 1))

@@ -1,0 +1,840 @@
+"""Train SPADE (Park et al., CVPR 2019), SEAN (Zhu et al., CVPR 2020) and the SPADE paper's baselines.
+
+    python train.py                                   # quick preset: SPADE on synthetic landscapes, 64², CPU
+    python train.py --model sean --max-steps 500      # any preset value can be overridden on the command line
+    python train.py --preset ade20k --dataroot /data/ADEChallengeData2016 --model spade --vae
+    python train.py --resume runs/quick-spade         # continue exactly where the newest checkpoint stopped
+    torchrun --nproc_per_node=8 train.py --preset cityscapes --dataroot /data/cityscapes   # DDP, one GPU each
+
+Presets (PRESETS below) carry the papers' settings: two time-scale update rule (TTUR, G lr 1e-4, D lr 4e-4),
+Adam beta=(0, 0.9) (the SPADE paper says 0.999; the official code and its authors use 0.9), lambda_FM = 10,
+lambda_VGG = 10, lambda_KL = 0.05, the batch size and the epoch count of each dataset, the learning rate
+constant for `niter` epochs then decayed linearly towards 0 over `niter_decay` epochs, stepped once per epoch
+as the official code does.
+
+One training step (SPADE §3.3 / SEAN §3.4 objectives, losses.py):
+  1. the generator runs ONCE: fake = G(segmap[, z or the real image's style]);
+  2. discriminator step: D sees cat([fake.detach(), real]) in one pass (shared normalization statistics);
+  3. generator step on the same `fake`: D runs again on cat([fake, real]) because feature matching needs the
+     real image's features under the freshly updated D.
+The official code runs the generator forward twice per step (in its G step, then again under no_grad in its
+D step, which comes second). Here it runs once; the only other difference is the order: the G step sees the
+D that was just updated.
+
+The perceptual (VGG) loss needs torchvision's ImageNet VGG19 weights. They are never replaced by random
+weights: a paper preset stops with a one-line error naming the file when it is missing (or pass
+--no-vgg-loss). The quick preset sets lambda_vgg = 0: VGG19 would cost several times the tiny generator
+per step on a CPU, and the default run must work offline; feature matching (lambda_FM = 10) still gives the
+generator a dense per-layer target. Add `--lambda-vgg 10` to the quick preset to use it when the file exists.
+
+The quick preset (1000 steps of batch 4, ngf 16, 64²) takes about 10 minutes on 2 idle CPU cores (measured:
+1.15 steps/s with another job sharing the 2 cores). Most of its cost is SPADE's fixed 128-channel hidden layer
+at full resolution, not ngf. On an oversubscribed machine
+`--threads 1` is much faster than torch's default thread count. SEAN uses style_dim 64 in this preset
+(512 in the paper presets).
+
+Checkpoints are single files written atomically (temp file + os.replace) and hold only tensors, dicts, lists
+and numbers (torch.load(weights_only=True) loads them): G, D, encoder, optimizers, schedulers, step, epoch,
+the position inside the epoch, every rank's RNG states, and the config. The data order is a permutation drawn
+from a generator seeded by (seed, epoch), so a resumed run skips the batches it has already seen and, on the
+CPU, N steps + resume + N steps is bit-identical to 2N steps (tests/test_train.py checks it). Exactness
+assumes the dataset's samples are a function of their index and the restored RNG (the synthetic set, or a
+real dataset with num_workers=0; with workers, random crops/flips come from worker RNGs a restart cannot
+rewind).
+Ctrl-C / SIGTERM finish the current step, save a checkpoint and exit; a second Ctrl-C aborts at once.
+A non-finite loss stops training before the optimizer step that would have used it, keeping the last good
+checkpoint.
+
+Outputs (rank 0 only), under <out_dir>/<name>/: args.json, log.jsonl (every loss term of every step),
+samples/step_*.png (label | real | fake per row), loss_curves.png, ckpt_*.pt, tb/ (TensorBoard, if installed).
+"""
+
+import argparse
+import ast
+import contextlib
+import dataclasses
+import inspect
+import json
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+MODELS = ("spade", "sean", "concat", "pix2pixhd", "clade")
+DATASETS = ("synthetic", "cityscapes", "ade20k", "coco", "celebamask", "facades", "custom")
+CKPT_FORMAT = 1
+
+
+@dataclass
+class Args:
+    # --- what to train -------------------------------------------------------------------------------------
+    preset: str = "quick"
+    """named set of defaults (see PRESETS); explicit flags override it"""
+    model: str = "spade"
+    """generator: spade | sean | concat (SPADE decoder, label concatenated) | pix2pixhd | clade"""
+    vae: bool = False
+    """SPADE's image encoder: z ~ q(z|x) instead of the downsampled segmap, adds the KL term"""
+    # --- data -----------------------------------------------------------------------------------------------
+    dataset: str = "synthetic"
+    """synthetic | cityscapes | ade20k | coco | celebamask | facades | custom"""
+    dataroot: str = ""
+    """dataset folder in its official layout (ignored for synthetic)"""
+    crop_size: int = 256
+    """width of the training images"""
+    aspect_ratio: float = 1.0
+    """width / height of the training images (Cityscapes: 2)"""
+    use_instance: bool = True
+    """add the instance edge map to the generator input when the dataset has instance maps"""
+    synthetic_length: int = 40000
+    """number of training images of the synthetic dataset"""
+    num_workers: int = 0
+    """DataLoader worker processes"""
+    # --- networks -------------------------------------------------------------------------------------------
+    ngf: int = 64
+    """generator (and encoder) width"""
+    ndf: int = 64
+    """discriminator width"""
+    num_D: int = 2
+    """discriminator scales"""
+    n_layers_D: int = 4
+    """layers of each PatchGAN discriminator"""
+    z_dim: int = 256
+    """dimension of SPADE's VAE latent"""
+    style_dim: int = 512
+    """SEAN style code length per region"""
+    num_upsampling_layers: str = "normal"
+    """SPADE generator depth: normal | more | most"""
+    param_free: str = "syncbatch"
+    """parameter-free normalization inside SPADE/SEAN/CLADE: batch | instance | syncbatch"""
+    # --- objective ------------------------------------------------------------------------------------------
+    gan_mode: str = "hinge"
+    """adversarial loss: hinge | ls | bce"""
+    lambda_fm: float = 10.0
+    """weight of the discriminator feature-matching loss"""
+    lambda_vgg: float = 10.0
+    """weight of the VGG19 perceptual loss (0 = off; needs the ImageNet VGG19 file otherwise)"""
+    lambda_kl: float = 0.05
+    """weight of the KL term (VAE only)"""
+    # --- optimization ---------------------------------------------------------------------------------------
+    batch_size: int = 32
+    """global batch size (split across DDP processes)"""
+    lr_G: float = 1e-4
+    """generator (and encoder) learning rate (TTUR)"""
+    lr_D: float = 4e-4
+    """discriminator learning rate (TTUR)"""
+    beta1: float = 0.0
+    """Adam beta1"""
+    beta2: float = 0.9
+    """Adam beta2"""
+    niter: int = 100
+    """epochs at the initial learning rate"""
+    niter_decay: int = 100
+    """epochs of linear learning-rate decay towards 0 after niter"""
+    max_steps: int = 0
+    """stop after this many optimizer steps in total (0 = train all epochs)"""
+    seed: int = 0
+    """seed of initialisation, data order and noise"""
+    # --- hardware -------------------------------------------------------------------------------------------
+    device: str = "auto"
+    """auto (cuda if available, else cpu) | cpu | cuda | cuda:N | mps"""
+    bf16: bool = False
+    """bfloat16 autocast for the forward passes (GPU)"""
+    channels_last: bool = False
+    """channels_last memory format for networks and inputs (GPU)"""
+    cudnn_benchmark: bool = False
+    """let cuDNN pick the fastest convolution algorithms (GPU, fixed input sizes)"""
+    threads: int = 0
+    """torch CPU threads (0 = torch's default)"""
+    # --- outputs --------------------------------------------------------------------------------------------
+    out_dir: str = "runs"
+    """root folder of all runs"""
+    name: str = ""
+    """run folder name under out_dir (default: <preset>-<model>[-vae])"""
+    log_every: int = 10
+    """refresh the progress bar every this many steps (the log file gets every step)"""
+    sample_every: int = 500
+    """save a sample grid and the loss-curve plot every this many steps"""
+    save_every: int = 2000
+    """save a checkpoint every this many steps (and always at the end)"""
+    keep_checkpoints: int = 3
+    """keep only the newest this many periodic checkpoints (0 = keep all)"""
+    resume: str = ""
+    """checkpoint file, or run folder (its newest checkpoint), to continue from exactly"""
+    progress: bool = True
+    """show the tqdm progress bar"""
+    inject_nan_step: int = 0
+    """testing only: make the discriminator loss NaN at this step (1-based) to exercise the stop"""
+
+
+# Presets: overrides of the Args defaults above (which are the SPADE paper's ADE20K/COCO-Stuff settings).
+PAPER = dict(lr_G=1e-4, lr_D=4e-4, beta1=0.0, beta2=0.9, lambda_fm=10.0, lambda_vgg=10.0, lambda_kl=0.05,
+             ngf=64, ndf=64, param_free="syncbatch", crop_size=256, aspect_ratio=1.0, batch_size=32)
+PRESETS: dict[str, dict] = {
+    # Laptop CPU, ~10 minutes: tiny widths, 64² synthetic landscapes, no VGG (see the module docstring).
+    "quick": dict(dataset="synthetic", crop_size=64, ngf=16, ndf=16, style_dim=64, batch_size=4,
+                  synthetic_length=400, niter=5, niter_decay=5, param_free="batch", lambda_vgg=0.0,
+                  lr_G=2e-4, lr_D=4e-4, log_every=5, sample_every=100, save_every=500),
+    # SPADE: Cityscapes 512x256, batch 16 (the official dataset default), 200 epochs (100 + 100 decay).
+    "cityscapes": dict(PAPER, dataset="cityscapes", crop_size=512, aspect_ratio=2.0, batch_size=16,
+                       niter=100, niter_decay=100),
+    # SPADE: ADE20K 256², batch 32, 200 epochs.
+    "ade20k": dict(PAPER, dataset="ade20k", niter=100, niter_decay=100),
+    # SPADE: COCO-Stuff 256², batch 32, 100 epochs.
+    "coco": dict(PAPER, dataset="coco", niter=50, niter_decay=50),
+    # SEAN: CelebAMask-HQ 256², batch 32, 100 epochs (SEAN's niter 50 + niter_decay 50), no instance maps.
+    "celebamask": dict(PAPER, dataset="celebamask", model="sean", use_instance=False,
+                       niter=50, niter_decay=50),
+    # CMP Facades (not in the papers' tables): pix2pix's schedule, batch 1, 200 epochs.
+    "facades": dict(PAPER, dataset="facades", batch_size=1, niter=100, niter_decay=100),
+    # Synthetic landscapes at paper width: SPADE's Flickr-landscapes schedule (50 epochs), 40k images.
+    "landscapes": dict(PAPER, dataset="synthetic", synthetic_length=40000, niter=25, niter_decay=25),
+}
+CHOICES = dict(preset=tuple(PRESETS), model=MODELS, dataset=DATASETS, gan_mode=("hinge", "ls", "bce"),
+               param_free=("batch", "instance", "syncbatch"),
+               num_upsampling_layers=("normal", "more", "most"))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Command line: every Args field becomes a flag, its docstring the help line
+# ------------------------------------------------------------------------------------------------------------
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The string literal written under each dataclass field (read from the source with ast)."""
+    docs, body = {}, ast.parse(inspect.getsource(cls)).body[0].body
+    for node, nxt in zip(body[:-1], body[1:], strict=True):
+        if (isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = nxt.value.value
+    return docs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    table = "\n".join(f"  {k:11s} " + ", ".join(f"{a}={b}" for a, b in v.items() if a not in PAPER or
+                                                  PAPER[a] != b or k == "quick") for k, v in PRESETS.items())
+    p = argparse.ArgumentParser(
+        description="Train SPADE / SEAN / baselines. Defaults shown are the dataclass defaults; the preset "
+                    "(quick unless --preset) overrides some of them, explicit flags override both.",
+        epilog="presets (on top of the paper settings " + ", ".join(f"{a}={b}" for a, b in PAPER.items())
+               + "):\n" + table + "\n\n--no-vgg-loss is --lambda-vgg 0.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
+    docs = field_docs(Args)
+    for f in dataclasses.fields(Args):
+        flags = ["--" + f.name.replace("_", "-")]
+        if "_" in f.name and f.type not in (bool, "bool"):  # --crop_size works too, as in the official code
+            flags.append("--" + f.name)
+        help_ = f"{docs.get(f.name, '')} (default: {f.default})"
+        if f.type is bool or f.type == "bool":
+            p.add_argument(*flags, action=argparse.BooleanOptionalAction, help=docs.get(f.name, ""))
+        else:
+            typ = {"int": int, "float": float, "str": str}.get(f.type, f.type)
+            p.add_argument(*flags, type=typ, choices=CHOICES.get(f.name), metavar=f.name.upper()
+                           if f.name not in CHOICES else None, help=help_)
+    p.add_argument("--no-vgg-loss", "--no_vgg_loss", dest="lambda_vgg", action="store_const", const=0.0,
+                   help="train without the perceptual loss (lambda_vgg = 0)")
+    return p
+
+
+def parse_args(argv=None) -> Args:
+    """Dataclass defaults <- preset <- (config saved in the --resume checkpoint) <- explicit flags."""
+    given = vars(build_parser().parse_args(argv))
+    preset = given.get("preset", Args.preset)
+    values = asdict(Args())
+    if given.get("resume"):
+        ckpt = load_checkpoint(find_checkpoint(given["resume"]), "cpu", mmap=True)  # only the config is read
+        saved = {k: v for k, v in ckpt["config"].items() if k in values}
+        for key in ("model", "vae"):
+            if key in given and given[key] != saved[key]:
+                raise SystemExit(f"error: checkpoint {given['resume']!r} was trained with --{key} "
+                                 f"{saved[key]}, not {given[key]}")
+        values.update(saved)
+    else:
+        values.update(PRESETS[preset])
+    values.update(given)
+    args = Args(**values)
+    if args.vae and args.model != "spade":
+        raise SystemExit(f"error: --vae is SPADE's image encoder (--model spade), not for {args.model}")
+    if not args.name:
+        args.name = f"{args.preset}-{args.model}" + ("-vae" if args.vae else "")
+    return args
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Checkpoints: atomic single files with weights_only-safe contents
+# ------------------------------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    """All RNG states as tensors and numbers (no numpy arrays, no tuples of Python objects)."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "python": {"version": py[0], "state": torch.tensor(py[1], dtype=torch.int64), "gauss": py[2]},
+             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                       "has_gauss": int(np_state[3]), "cached": float(np_state[4])}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Write a temp file in the same folder, then rename it: a crash never leaves half a checkpoint."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def find_checkpoint(path: str) -> str:
+    """A checkpoint file, or the newest ckpt_*.pt of a run folder."""
+    if os.path.isdir(path):
+        ckpts = sorted(f for f in os.listdir(path) if f.startswith("ckpt_") and f.endswith(".pt"))
+        if not ckpts:
+            raise SystemExit(f"error: no checkpoint (ckpt_*.pt) in {path!r}")
+        return os.path.join(path, ckpts[-1])
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: checkpoint {path!r} does not exist")
+    return path
+
+
+def load_checkpoint(path: str, device, mmap: bool = False) -> dict:
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise SystemExit(f"error: cannot read checkpoint {path!r}: {type(e).__name__}: {first}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT or "config" not in ckpt:
+        raise SystemExit(f"error: {path!r} is not a train.py checkpoint")
+    return ckpt
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Distributed setup (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK)
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(args: Args) -> tuple[Dist, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    d = Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if args.device == "auto":
+        device = torch.device(f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", d.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if d.enabled and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return d, device
+
+
+def any_rank(flag: bool, d: Dist, device) -> bool:
+    """True if `flag` is true on any process (all processes must stop together)."""
+    if not d.enabled:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def unwrap(m: nn.Module | None) -> nn.Module | None:
+    return m.module if isinstance(m, DDP) else m
+
+
+def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """SyncBatchNorm -> BatchNorm2d (SyncBatchNorm needs a GPU when more than one process runs)."""
+    out = module
+    if isinstance(module, nn.SyncBatchNorm):
+        out = nn.BatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
+                             module.track_running_stats)
+        out.load_state_dict(module.state_dict())
+    for name, child in module.named_children():
+        out.add_module(name, revert_sync_batchnorm(child))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Data: a permutation per epoch from a generator seeded by (seed, epoch), sharded across ranks
+# ------------------------------------------------------------------------------------------------------------
+
+
+def build_dataset(args: Args):
+    import data
+    height = round(args.crop_size / args.aspect_ratio)
+    size = args.crop_size if height == args.crop_size else (height, args.crop_size)
+    if args.dataset == "synthetic":
+        return data.SyntheticLandscapes("train", size=size, length=args.synthetic_length, seed=args.seed)
+    if not args.dataroot:
+        raise SystemExit(f"error: --dataroot is required for the {args.dataset} dataset")
+    if not os.path.isdir(args.dataroot):
+        raise SystemExit(f"error: dataset folder {args.dataroot!r} does not exist")
+    try:
+        return data.build_dataset(args.dataset, root=args.dataroot, split="train", size=size)
+    except (OSError, data.DataError) as e:
+        raise SystemExit(f"error: {args.dataset} dataset at {args.dataroot!r}: {e}") from None
+
+
+def epoch_indices(n: int, seed: int, epoch: int, d: Dist) -> list[int]:
+    """This rank's sample order for `epoch`: the same on every rank and run, shards as DistributedSampler."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    per_rank = n // d.world  # drop the tail so every rank runs the same number of steps
+    return perm[d.rank * per_rank:(d.rank + 1) * per_rank] if d.enabled else perm
+
+
+def make_loader(dataset, args: Args, d: Dist, epoch: int, skip_batches: int, per_rank_batch: int):
+    idx = epoch_indices(len(dataset), args.seed, epoch, d)[skip_batches * per_rank_batch:]
+    # The loader's own generator (worker seeds) keeps the global torch RNG untouched, so resuming mid-epoch
+    # does not shift the noise the networks draw.
+    g = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
+    return torch.utils.data.DataLoader(dataset, batch_size=per_rank_batch, sampler=idx, drop_last=True,
+                                       num_workers=args.num_workers, generator=g,
+                                       pin_memory=torch.cuda.is_available(),
+                                       persistent_workers=False)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Networks, optimizers, learning-rate schedule
+# ------------------------------------------------------------------------------------------------------------
+
+
+def build_networks(args: Args, semantic_nc: int):
+    import models
+    if args.model == "pix2pixhd":  # its own encoder-decoder with instance norm; output size = input size
+        G = models.build_generator("pix2pixhd", semantic_nc, ngf=args.ngf)
+    else:
+        kw = dict(ngf=args.ngf, crop_size=args.crop_size, aspect_ratio=args.aspect_ratio,
+                  num_upsampling_layers=args.num_upsampling_layers, param_free=args.param_free)
+        if args.model == "spade":
+            kw.update(use_vae=args.vae, z_dim=args.z_dim)
+        if args.model == "sean":
+            kw.update(style_dim=args.style_dim)
+        G = models.build_generator(args.model, semantic_nc, **kw)
+    D = models.MultiscaleDiscriminator(semantic_nc + 3, ndf=args.ndf, n_layers=args.n_layers_D,
+                                       num_D=args.num_D)
+    E = models.ConvEncoder(ngf=args.ngf, crop_size=args.crop_size, z_dim=args.z_dim) if args.vae else None
+    return G, D, E
+
+
+def lr_factor(niter: int, niter_decay: int):
+    """Official schedule: lr0 for `niter` epochs, then each later epoch lowers the lr by lr0 / niter_decay."""
+    def f(epoch: int) -> float:
+        return 1.0 - max(0, epoch - niter) / max(1, niter_decay)
+    return f
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Logging helpers
+# ------------------------------------------------------------------------------------------------------------
+
+
+def colorize_labels(label: torch.Tensor, dataset_name: str) -> torch.Tensor:
+    """Label map (B, H, W) -> RGB in [0, 1], with the synthetic set's own label colours."""
+    import data
+    palette = data.PALETTE if dataset_name == "synthetic" else None  # None: data.py's VOC-style palette
+    return data.colorize(label.cpu(), palette).float() / 255.0
+
+
+def save_samples(path: str, label: torch.Tensor, real: torch.Tensor, fake: torch.Tensor, dataset_name: str,
+                 n: int = 8) -> None:
+    """One row per sample: label | real | fake."""
+    from torchvision.utils import save_image
+    n = min(n, real.size(0))
+    lab = colorize_labels(label[:n], dataset_name)
+    real, fake = (real[:n].detach().float().cpu() + 1) / 2, (fake[:n].detach().float().cpu() + 1) / 2
+    rows = torch.stack([lab, real, fake], dim=1).flatten(0, 1)
+    save_image(rows.clamp(0, 1), path, nrow=3, padding=2, pad_value=1.0)
+
+
+def plot_losses(log_path: str, png_path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    with open(log_path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        return
+    keys = [k for k in rows[-1] if k.startswith(("D/", "G/"))]
+    steps = np.array([r["step"] for r in rows])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, side in zip(axes, ("D/", "G/"), strict=True):
+        for k in (k for k in keys if k.startswith(side)):
+            v = np.array([r.get(k, np.nan) for r in rows], dtype=float)
+            w = max(1, len(v) // 50)  # moving average so the trend is visible through GAN noise
+            smooth = np.convolve(v, np.ones(w) / w, mode="valid")
+            ax.plot(steps[w - 1:], smooth, label=k)
+        ax.set_xlabel("step")
+        ax.set_title("discriminator" if side == "D/" else "generator")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=80)
+    plt.close(fig)
+
+
+class SignalStop:
+    """First SIGINT/SIGTERM: finish the step, save, exit. Second SIGINT: abort immediately."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = {}
+
+    def __enter__(self):
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self.previous[s] = signal.signal(s, self.handle)
+        return self
+
+    def handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step "
+              "(Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> dict:
+    """Train; returns the (unwrapped) networks and counters, for tests and notebooks."""
+    args = parse_args(argv)
+    d, device = setup_distributed(args)
+    try:
+        return train(args, d, device)
+    finally:
+        if d.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train(args: Args, d: Dist, device: torch.device) -> dict:
+    import data
+    import losses
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    if args.batch_size % d.world:
+        raise SystemExit(f"error: batch size {args.batch_size} is not divisible by {d.world} processes")
+    per_rank_batch = args.batch_size // d.world
+    run_dir = os.path.join(args.out_dir, args.name)
+    log = print if d.main else (lambda *a, **k: None)
+
+    ckpt = None
+    if args.resume:
+        ckpt_path = find_checkpoint(args.resume)
+        ckpt = load_checkpoint(ckpt_path, device)
+        for key in ("model", "vae"):
+            if ckpt["config"].get(key) != getattr(args, key):
+                raise SystemExit(f"error: checkpoint {ckpt_path!r} is a --{key} {ckpt['config'].get(key)} "
+                                 f"run, not {getattr(args, key)}")
+
+    vgg = None  # first, so that a missing weight file fails before the big networks are built
+    if args.lambda_vgg:
+        try:
+            vgg = losses.VGGLoss(weights="imagenet").to(device)
+        except losses.VGGWeightsNotFoundError as e:
+            raise SystemExit(f"error: {e}") from None
+
+    dataset = build_dataset(args)
+    info = dataset.info
+    semantic_nc = info.semantic_nc(args.use_instance)
+    steps_per_epoch = len(epoch_indices(len(dataset), args.seed, 0, d)) // per_rank_batch
+    if steps_per_epoch == 0:
+        raise SystemExit(f"error: {len(dataset)} images cannot fill one batch of {args.batch_size}")
+    total_epochs = args.niter + args.niter_decay
+    total_steps = total_epochs * steps_per_epoch
+    if args.max_steps:
+        total_steps = min(total_steps, args.max_steps)
+
+    # Same initial weights on every rank (DDP also broadcasts rank 0's), then per-rank noise streams.
+    torch.manual_seed(args.seed)
+    G, D, E = build_networks(args, semantic_nc)
+    if args.param_free == "syncbatch" and d.enabled:
+        if device.type == "cuda":
+            G = nn.SyncBatchNorm.convert_sync_batchnorm(G)
+        else:
+            log("note: SyncBatchNorm needs GPUs; on CPU each process normalizes with its own statistics")
+            G = revert_sync_batchnorm(G)
+    nets = {"G": G, "D": D, "E": E}
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    for k, m in nets.items():
+        if m is not None:
+            nets[k] = m.to(device=device, memory_format=memory_format).train()
+    G, D, E = nets["G"], nets["D"], nets["E"]
+
+    g_params = list(G.parameters()) + (list(E.parameters()) if E is not None else [])
+    opt_G = torch.optim.Adam(g_params, lr=args.lr_G, betas=(args.beta1, args.beta2))
+    opt_D = torch.optim.Adam(D.parameters(), lr=args.lr_D, betas=(args.beta1, args.beta2))
+    sched_G = torch.optim.lr_scheduler.LambdaLR(opt_G, lr_factor(args.niter, args.niter_decay))
+    sched_D = torch.optim.lr_scheduler.LambdaLR(opt_D, lr_factor(args.niter, args.niter_decay))
+
+    step, epoch, batch_in_epoch = 0, 0, 0
+    if ckpt is not None:
+        G.load_state_dict(ckpt["G"])
+        D.load_state_dict(ckpt["D"])
+        if E is not None:
+            E.load_state_dict(ckpt["E"])
+        opt_G.load_state_dict(ckpt["opt_G"])
+        opt_D.load_state_dict(ckpt["opt_D"])
+        sched_G.load_state_dict(ckpt["sched_G"])
+        sched_D.load_state_dict(ckpt["sched_D"])
+        step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+        if len(ckpt["rng"]) == d.world:
+            set_rng_state(ckpt["rng"][d.rank])
+        else:
+            log(f"note: checkpoint written by {len(ckpt['rng'])} processes, resuming on {d.world}: "
+                "data order is kept, noise streams are reseeded")
+            torch.manual_seed(args.seed + 7919 * (d.rank + 1) + step)
+        log(f"resumed from {ckpt_path} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
+    else:
+        torch.manual_seed(args.seed + d.rank)
+        random.seed(args.seed + d.rank)
+        np.random.seed(args.seed + d.rank)
+
+    if d.enabled:
+        # SEAN's per-class style layers get no gradient when their class is absent from a rank's batch.
+        G = DDP(G, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=args.model == "sean")
+        D = DDP(D, device_ids=[device.index] if device.type == "cuda" else None)
+        if E is not None:
+            E = DDP(E, device_ids=[device.index] if device.type == "cuda" else None)
+    D_plain = unwrap(D)  # the generator step's D pass needs no gradient sync of D
+
+    # ---- outputs (rank 0) ---------------------------------------------------------------------------------
+    log_path = os.path.join(run_dir, "log.jsonl")
+    tb = None
+    if d.main:
+        os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
+        with open(os.path.join(run_dir, "args.json"), "w") as f:
+            json.dump(asdict(args), f, indent=2)
+        if ckpt is None:
+            open(log_path, "w").close()
+        else:  # drop log lines written after the checkpoint we resume from
+            with open(log_path) if os.path.exists(log_path) else contextlib.nullcontext([]) as f:
+                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+            with open(log_path, "w") as f:
+                f.writelines(kept)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            tb = SummaryWriter(os.path.join(run_dir, "tb"))
+        except ImportError:
+            pass
+        n_g = sum(p.numel() for p in unwrap(G).parameters())
+        n_d = sum(p.numel() for p in D_plain.parameters())
+        log(f"{args.model}{' +VAE' if args.vae else ''} on {args.dataset} ({len(dataset)} images, "
+            f"{semantic_nc} input channels) | G {n_g / 1e6:.2f}M D {n_d / 1e6:.2f}M params | device {device}"
+            f"{f' x{d.world}' if d.enabled else ''} | {steps_per_epoch} steps/epoch, {total_steps} steps | "
+            f"run dir {run_dir}")
+
+    def checkpoint() -> str | None:
+        rngs = [rng_state()]
+        if d.enabled:
+            rngs = [None] * d.world
+            dist.all_gather_object(rngs, rng_state())
+        if not d.main:
+            return None
+        state = {"format": CKPT_FORMAT, "config": asdict(args), "step": step, "epoch": epoch,
+                 "batch_in_epoch": batch_in_epoch, "world_size": d.world,
+                 "G": unwrap(G).state_dict(), "D": D_plain.state_dict(),
+                 "E": unwrap(E).state_dict() if E is not None else None,
+                 "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+                 "sched_G": sched_G.state_dict(), "sched_D": sched_D.state_dict(),
+                 "rng": rngs, "sampler": {"seed": args.seed, "epoch": epoch, "skip_batches": batch_in_epoch}}
+        path = os.path.join(run_dir, f"ckpt_{step:08d}.pt")
+        save_checkpoint(path, state)
+        if args.keep_checkpoints:
+            old = sorted(f for f in os.listdir(run_dir) if f.startswith("ckpt_") and f.endswith(".pt"))
+            for f in old[:-args.keep_checkpoints]:
+                os.remove(os.path.join(run_dir, f))
+        return path
+
+    def last_checkpoint() -> str:
+        names = sorted(f for f in os.listdir(run_dir) if f.startswith("ckpt_") and f.endswith(".pt"))
+        return os.path.join(run_dir, names[-1]) if names else "none saved yet"
+
+    def stop_nonfinite(terms: dict, which: str) -> None:
+        bad = not all(torch.isfinite(v).item() for v in terms.values())
+        if any_rank(bad, d, device):
+            values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+            where = last_checkpoint() if d.main else "(see rank 0)"
+            raise SystemExit(f"error: non-finite {which} loss at step {step + 1} ({values}); stopped before "
+                             f"the update. Last good checkpoint: {where}")
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+    disc_loss = losses.sean_discriminator_loss if args.model == "sean" else losses.spade_discriminator_loss
+
+    if step >= total_steps:
+        log(f"nothing to do: the checkpoint is at step {step} of {total_steps} (raise --max-steps/--niter)")
+    pbar = None
+    if d.main and args.progress:
+        from tqdm import tqdm
+        pbar = tqdm(total=total_steps, initial=step, dynamic_ncols=True, smoothing=0.05)
+    t0, steps_this_run = time.time(), 0
+    log_file = open(log_path, "a", buffering=1) if d.main else None  # line-buffered
+    with SignalStop() as stopper:
+        try:
+            while step < total_steps:
+                loader = make_loader(dataset, args, d, epoch, batch_in_epoch, per_rank_batch)
+                for batch in loader:
+                    label = batch["label"].to(device, non_blocking=True)
+                    real = batch["image"].to(device, non_blocking=True)
+                    real = real.contiguous(memory_format=memory_format)
+                    instance = batch.get("instance")
+                    if instance is not None and args.use_instance:
+                        instance = instance.to(device, non_blocking=True)
+                    else:
+                        instance = None
+                    segmap = data.make_segmap(label, info, instance).contiguous(memory_format=memory_format)
+
+                    # ---- the generator runs once ----------------------------------------------------------
+                    mu = logvar = None
+                    with autocast:
+                        if E is not None:
+                            mu, logvar = E(real)
+                            fake = G(segmap, z=losses.reparameterize(mu, logvar))
+                        elif args.model == "sean":
+                            fake = G(segmap, image=real)
+                        else:
+                            fake = G(segmap)
+
+                    # ---- discriminator step: fake (detached) and real in one pass -------------------------
+                    with autocast:
+                        pred = D(torch.cat([torch.cat([segmap, fake.detach()], 1),
+                                            torch.cat([segmap, real], 1)], 0))
+                        d_terms = disc_loss(*losses.split_fake_real(pred), gan_mode=args.gan_mode)
+                    if args.inject_nan_step == step + 1:
+                        d_terms["total"] = d_terms["total"] * float("nan")
+                    stop_nonfinite(d_terms, "discriminator")
+                    opt_D.zero_grad(set_to_none=True)
+                    d_terms["total"].backward()
+                    opt_D.step()
+
+                    # ---- generator step on the same fake: D again, for the GAN and FM terms ---------------
+                    D_plain.requires_grad_(False)
+                    with autocast:
+                        pred = D_plain(torch.cat([torch.cat([segmap, fake], 1),
+                                                  torch.cat([segmap, real], 1)], 0))
+                        pred_fake, pred_real = losses.split_fake_real(pred)
+                        weights = dict(vgg=vgg, lambda_fm=args.lambda_fm, lambda_vgg=args.lambda_vgg,
+                                       gan_mode=args.gan_mode)
+                        if args.model == "sean":
+                            g_terms = losses.sean_generator_loss(pred_fake, pred_real, fake, real, **weights)
+                        else:
+                            g_terms = losses.spade_generator_loss(pred_fake, pred_real, fake, real, mu=mu,
+                                                                  logvar=logvar, lambda_kl=args.lambda_kl,
+                                                                  **weights)
+                    D_plain.requires_grad_(True)
+                    stop_nonfinite(g_terms, "generator")
+                    opt_G.zero_grad(set_to_none=True)
+                    g_terms["total"].backward()
+                    opt_G.step()
+
+                    step += 1
+                    steps_this_run += 1
+                    batch_in_epoch += 1
+                    if batch_in_epoch == steps_per_epoch:  # epoch boundary: official per-epoch lr decay
+                        sched_G.step()
+                        sched_D.step()
+                        epoch += 1
+                        batch_in_epoch = 0
+
+                    # ---- logging (rank 0) -----------------------------------------------------------------
+                    if d.main:
+                        row = {"step": step, "epoch": epoch, "lr_G": opt_G.param_groups[0]["lr"],
+                               "lr_D": opt_D.param_groups[0]["lr"],
+                               **{f"D/{k}": v.item() for k, v in d_terms.items()},
+                               **{f"G/{k}": v.item() for k, v in g_terms.items()},
+                               "time": round(time.time() - t0, 3)}
+                        log_file.write(json.dumps(row) + "\n")
+                        if tb is not None:
+                            for k, v in row.items():
+                                if "/" in k:
+                                    tb.add_scalar(k, v, step)
+                        if pbar is not None:
+                            pbar.update(1)
+                            if step % args.log_every == 0 or step == total_steps:
+                                pbar.set_postfix({k[0] if k.endswith("/total") else k[2:]: f"{v:.3f}"
+                                                  for k, v in row.items() if "/" in k}, refresh=False)
+                        if step % args.sample_every == 0 or step == total_steps:
+                            log_file.flush()
+                            save_samples(os.path.join(run_dir, "samples", f"step_{step:08d}.png"),
+                                         label, real, fake, args.dataset)
+                            plot_losses(log_path, os.path.join(run_dir, "loss_curves.png"))
+
+                    stop = any_rank(stopper.requested, d, device)
+                    if step % args.save_every == 0 or step == total_steps or stop:
+                        path = checkpoint()
+                        if stop:
+                            log(f"\nstopped by signal at step {step}; checkpoint: {path}\n"
+                                f"continue with: python train.py --resume {path}")
+                            return finish(G, D, E, step, epoch, tb, stopped=True)
+                    if step >= total_steps:
+                        break
+        finally:
+            if pbar is not None:
+                pbar.close()
+            if log_file is not None:
+                log_file.close()
+
+    elapsed = time.time() - t0
+    if d.enabled:  # BatchNorm running statistics drift apart per rank between DDP's broadcasts: end equal
+        for m in (G, D, E):
+            for b in unwrap(m).buffers() if m is not None else ():
+                dist.broadcast(b, src=0)
+    if d.main:
+        plot_losses(log_path, os.path.join(run_dir, "loss_curves.png"))
+        rate = steps_this_run / max(elapsed, 1e-9)
+        log(f"done: {steps_this_run} steps in {elapsed:.0f} s ({rate:.2f} steps/s); samples in "
+            f"{os.path.join(run_dir, 'samples')}, checkpoint {last_checkpoint()}")
+    return finish(G, D, E, step, epoch, tb, stopped=False)
+
+
+def finish(G, D, E, step, epoch, tb, stopped: bool) -> dict:
+    if tb is not None:
+        tb.close()
+    return {"G": unwrap(G), "D": unwrap(D), "E": unwrap(E), "step": step, "epoch": epoch, "stopped": stopped}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1443 @@
+"""Evaluation protocol of the SPADE and SEAN papers, and a synthesis / style-editing command line.
+
+Neither official repository ships its evaluation code; this file writes it out:
+
+* mIoU and pixel accuracy of a segmentation network run on images synthesized from the validation label maps
+  (SPADE Table 1, SEAN Table 1). The segmenter is a compact U-Net trained here on the dataset's real training
+  images (once, cached by dataset and size); its score on the real validation images is the "ground truth"
+  row, the upper bound. Any TorchScript segmenter (DRN-D-105, UperNet, DeepLab-v2 exports) can replace it.
+* FID on Inception-v3 pool3 features (the network and weight file of pytorch-fid). Without that weight file
+  the Frechet distance is computed on the segmenter's features and reported as "FSD (segmenter features)" -
+  never under the name FID, because the number is not comparable to any published FID.
+* Reconstruction from an image's own style (SEAN Table 2): PSNR, SSIM and RMSE; SEAN uses the style codes of
+  the image, SPADE+VAE the mean of its encoding.
+* Multi-modality: mean pairwise L1 distance between samples drawn for the same label map.
+* Per-region style transfer on the synthetic landscapes: one region's style moved from image B into image A.
+
+Commands (a Markdown table and a JSON file come out of ``metrics``):
+
+    python evaluate.py metrics --ckpt runs/spade/ckpt.pt runs/sean/ckpt.pt --out results/
+    python evaluate.py synthesize --ckpt ckpt.pt --labels labels/ --out out/ [--n-samples 4]
+        [--style-image photo.png:photo_label.png] [--region-style sky=a.png:a_label.png]
+    python evaluate.py segmenter --dataset synthetic --size 64      # train (or load) the cached segmenter
+
+Protocol choices that the papers leave open, fixed here and written into every JSON result:
+images are quantized exactly as a PNG file would store them (uint8, ``round((x + 1) * 127.5)``) before any
+metric; Inception inputs are resized to 299x299 with bilinear interpolation (``align_corners=False``, no
+antialiasing: pytorch-fid's choice); covariances are unbiased (``N - 1``), as numpy's ``np.cov``; the
+confusion matrix is summed over the whole set before mIoU; PSNR, SSIM and RMSE are computed per image on
+[0, 1] pixels and averaged, SSIM over the region where its 11x11 window fits (Wang et al.'s definition); the
+synthetic dataset's validation split uses the training run's seed (disjoint from its training split).
+A run folder may be passed for --ckpt (its newest ckpt_*.pt is used). The FID needs the same number of images
+for every row, and with few hundred images it is biased upwards: compare rows of one table, not across tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import socket
+import sys
+import warnings
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_NAME
+FID_RESIZE = 299
+FALLBACK_NAME = "FSD (segmenter features)"
+DEFAULT_CACHE = Path(__file__).resolve().parent / "data_cache" / "segmenters"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 1. Metrics on tensors
+# ------------------------------------------------------------------------------------------------------------
+
+
+def quantize_png(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float image -> what a PNG file stores (uint8) -> [0, 1] float; every metric sees this."""
+    return torch.round((x.detach().float().clamp(-1, 1) + 1) * 127.5).div(255.0)
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
+                     ignore_index: int | None = None) -> torch.Tensor:
+    """(K, K) int64 counts, rows = ground-truth class, columns = predicted class; ignore_index dropped."""
+    pred, target = pred.reshape(-1).long(), target.reshape(-1).long()
+    keep = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    pred, target = pred[keep], target[keep]
+    if target.numel() and (target.min() < 0 or target.max() >= num_classes):
+        bad = sorted(set(target.unique().tolist()) - set(range(num_classes)))[:10]
+        raise ValueError(f"ground-truth ids must lie in [0, {num_classes}) or be the don't-care id "
+                         f"{ignore_index}; found {bad}")
+    if pred.numel() and (pred.min() < 0 or pred.max() >= num_classes):
+        raise ValueError(f"predicted ids must lie in [0, {num_classes})")
+    counts = torch.bincount(target * num_classes + pred, minlength=num_classes**2)
+    return counts.reshape(num_classes, num_classes)
+
+
+def miou_and_accuracy(conf: torch.Tensor) -> dict:
+    """mIoU and pixel accuracy from a confusion matrix accumulated over the whole evaluation set.
+
+    Don't-care pixels never enter ``conf`` (see ``confusion_matrix``). A class absent from both the ground
+    truth and the predictions of the whole set has TP + FP + FN = 0: its IoU is undefined (NaN) and it is left
+    out of the mean, as the papers' segmentation codes do (DRN's ``np.nanmean`` of per-class IoU; the ADE20K
+    toolkit likewise averages over classes that occur). A class predicted but never in the ground truth counts
+    with IoU 0. The matrix is accumulated over all images first (not a mean of per-image scores).
+    """
+    conf = conf.double()
+    tp = conf.diag()
+    fp = conf.sum(0) - tp  # predicted as k, but another class
+    fn = conf.sum(1) - tp  # class k, predicted as another
+    # $\mathrm{mIoU} = \frac{1}{K} \sum_k \frac{TP_k}{TP_k + FP_k + FN_k}$
+    iou = tp / (tp + fp + fn)  # 0/0 = NaN for classes absent from prediction and ground truth
+    present = ~torch.isnan(iou)
+    miou = iou[present].mean().item() if present.any() else float("nan")
+    # $\text{pixel accuracy} = \frac{\sum_k TP_k}{\#\text{pixels not don't-care}}$
+    accuracy = (tp.sum() / conf.sum()).item() if conf.sum() > 0 else float("nan")
+    return {"miou": miou, "accuracy": accuracy, "iou_per_class": iou.tolist(),
+            "classes_counted": int(present.sum())}
+
+
+def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased covariance (N - 1, as np.cov) of (N, D) features, in float64."""
+    f = features.double()
+    if f.shape[0] < 2:
+        raise ValueError("the Frechet distance needs at least 2 images per set")
+    mu = f.mean(0)
+    centered = f - mu
+    return mu, centered.T @ centered / (f.shape[0] - 1)
+
+
+def _sqrt_psd(sigma: torch.Tensor) -> torch.Tensor:
+    """Symmetric square root of a PSD matrix by eigen-decomposition (rounding negatives -> 0)."""
+    eigval, eigvec = torch.linalg.eigh(sigma)
+    return (eigvec * eigval.clamp(min=0).sqrt()) @ eigvec.T
+
+
+def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
+                     sigma2: torch.Tensor) -> float:
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
+
+    Tr((S1 S2)^{1/2}) is computed without a general (non-symmetric) matrix square root: S1 S2 is similar to
+    the symmetric PSD matrix S1^{1/2} S2 S1^{1/2} (conjugate by S1^{1/2}), so both have the same non-negative
+    eigenvalues, and the trace of the square root is the sum of their square roots. This is exact, and stays
+    real when the covariances are singular (fewer images than feature dimensions), where scipy's sqrtm needs
+    pytorch-fid's diagonal offset.
+    """
+    mu1, mu2, sigma1, sigma2 = (t.double() for t in (mu1, mu2, sigma1, sigma2))
+    root1 = _sqrt_psd(sigma1)
+    middle = root1 @ sigma2 @ root1
+    tr_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    # $\mathrm{FID} = \lVert \mu_r - \mu_g \rVert^2
+    #                 + \mathrm{Tr}\left(\Sigma_r + \Sigma_g - 2 (\Sigma_r \Sigma_g)^{1/2}\right)$
+    fid = (mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * tr_sqrt
+    return float(fid)
+
+
+def frechet_distance_features(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Frechet distance between two (N, D) feature sets, in float64.
+
+    With more dimensions than images (2048-d Inception features of a few hundred images), the D x D
+    eigen-decompositions are avoided: with centred feature matrices A_r, A_g and Sigma = A^T A / (N - 1),
+    the non-zero eigenvalues of Sigma_r Sigma_g are the squared singular values of
+    M = A_r A_g^T / sqrt((N_r - 1)(N_g - 1)), so Tr((Sigma_r Sigma_g)^{1/2}) is M's nuclear norm (an
+    N_r x N_g SVD), and Tr(Sigma) = ||A||_F^2 / (N - 1). Same value as ``frechet_distance``, exactly.
+    """
+    real, fake = real.double().flatten(1), fake.double().flatten(1)
+    if min(real.shape[0], fake.shape[0]) >= real.shape[1]:
+        return frechet_distance(*feature_statistics(real), *feature_statistics(fake))
+    if min(real.shape[0], fake.shape[0]) < 2:
+        raise ValueError("the Frechet distance needs at least 2 images per set")
+    mu_r, mu_g = real.mean(0), fake.mean(0)
+    a_r, a_g = real - mu_r, fake - mu_g
+    n_r, n_g = real.shape[0] - 1, fake.shape[0] - 1
+    tr_sqrt = torch.linalg.svdvals(a_r @ a_g.T / math.sqrt(n_r * n_g)).sum()
+    # $\mathrm{FID} = \lVert \mu_r - \mu_g \rVert^2
+    #                 + \mathrm{Tr}\left(\Sigma_r + \Sigma_g - 2 (\Sigma_r \Sigma_g)^{1/2}\right)$
+    fid = (mu_r - mu_g).square().sum() + a_r.square().sum() / n_r + a_g.square().sum() / n_g - 2 * tr_sqrt
+    return float(fid)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-coords.square() / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5,
+         k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+    """Per-image SSIM (B,) of (B, C, H, W) images: Gaussian window, statistics per channel, the SSIM map
+    averaged over the valid region: where the window leaves the image nothing is scored, as in Wang et al.'s
+    reference code and skimage (torchmetrics instead also averages a reflect-padded border)."""
+    if x.shape != y.shape or x.dim() != 4:
+        raise ValueError(f"ssim needs two (B, C, H, W) tensors of one shape, got {tuple(x.shape)}, "
+                         f"{tuple(y.shape)}")
+    if min(x.shape[-2:]) < window:
+        raise ValueError(f"ssim needs images of at least {window}x{window} pixels, got {tuple(x.shape[-2:])}")
+    x, y = x.double(), y.double()
+    channels = x.shape[1]
+    g = _gaussian_window(window, sigma).to(x.device)
+    # a separable Gaussian filter, one per channel (groups=C)
+    kh = g.view(1, 1, window, 1).repeat(channels, 1, 1, 1)
+    kw = g.view(1, 1, 1, window).repeat(channels, 1, 1, 1)
+    blur = lambda t: F.conv2d(F.conv2d(t, kh, groups=channels), kw, groups=channels)  # noqa: E731
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x.square()
+    var_y = blur(y * y) - mu_y.square()
+    cov_xy = blur(x * y) - mu_x * mu_y
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    # $\mathrm{SSIM} = \frac{(2\mu_x\mu_y + C_1)(2\sigma_{xy} + C_2)}
+    #                     {(\mu_x^2 + \mu_y^2 + C_1)(\sigma_x^2 + \sigma_y^2 + C_2)}$,
+    # $C_1 = (0.01 L)^2,\ C_2 = (0.03 L)^2$, Gaussian window 11, $\sigma = 1.5$
+    numerator = (2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)
+    ssim_map = numerator / ((mu_x.square() + mu_y.square() + c1) * (var_x + var_y + c2))
+    return ssim_map.mean(dim=(1, 2, 3))
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, max_val: float = 1.0) -> torch.Tensor:
+    """Per-image PSNR (B,) in dB; identical images give +inf."""
+    mse = (x.double() - y.double()).square().flatten(1).mean(1)
+    # $\mathrm{PSNR} = 10 \log_{10}\left(\mathrm{MAX}^2 / \mathrm{MSE}\right)$
+    return 10 * torch.log10(max_val**2 / mse)
+
+
+def rmse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image root-mean-square error (B,), in the images' units ([0, 1] here)."""
+    # $\mathrm{RMSE} = \sqrt{\frac{1}{CHW} \sum (x - y)^2}$
+    return (x.double() - y.double()).square().flatten(1).mean(1).sqrt()
+
+
+def mean_pairwise_l1(samples: torch.Tensor) -> float:
+    """Diversity of (S, C, H, W) samples of one label map: mean per-pixel L1 over all S(S-1)/2 pairs."""
+    s = samples.shape[0]
+    if s < 2:
+        raise ValueError("diversity needs at least 2 samples per label map")
+    flat = samples.double().flatten(1)
+    dist = torch.cdist(flat, flat, p=1) / flat.shape[1]
+    return float(dist.triu(diagonal=1).sum() / (s * (s - 1) / 2))
+
+
+def region_mean_colours(image: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, 3) mean colour of each class region of one (3, H, W) image; NaN rows for absent classes."""
+    onehot = F.one_hot(label.long().clamp(0, num_classes - 1), num_classes).permute(2, 0, 1).double()
+    onehot = onehot * (label < num_classes).double()  # don't-care pixels belong to no region
+    area = onehot.sum((1, 2))
+    sums = torch.einsum("khw,chw->kc", onehot, image.double())
+    return sums / area[:, None]  # 0/0 -> NaN for absent classes
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 2. Inception-v3 for FID (the TensorFlow 2015-12-05 graph as ported by pytorch-fid)
+# ------------------------------------------------------------------------------------------------------------
+# Parameter names equal torchvision's Inception3(num_classes=1008, aux_logits=False), so that the weight file
+# pt_inception-2015-12-05-6726825d.pth loads unchanged. Two quirks of the TensorFlow graph are kept (they
+# change the features): its average pools ignore the zero padding (count_include_pad=False), and the last
+# block pools with a max instead of an average.
+
+
+class BasicConv2d(nn.Module):
+    """conv (no bias) -> batch norm (eps 1e-3, TensorFlow's) -> ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, **conv_kw):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, bias=False, **conv_kw)
+        self.bn = nn.BatchNorm2d(out_ch, eps=0.001)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+def _tf_avg_pool(x):
+    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+
+
+class InceptionA(nn.Module):
+    """35x35 block: 1x1 | 5x5 | double 3x3 | pool."""
+
+    def __init__(self, in_ch: int, pool_features: int):
+        super().__init__()
+        self.branch1x1 = BasicConv2d(in_ch, 64, kernel_size=1)
+        self.branch5x5_1 = BasicConv2d(in_ch, 48, kernel_size=1)
+        self.branch5x5_2 = BasicConv2d(48, 64, kernel_size=5, padding=2)
+        self.branch3x3dbl_1 = BasicConv2d(in_ch, 64, kernel_size=1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, kernel_size=3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, padding=1)
+        self.branch_pool = BasicConv2d(in_ch, pool_features, kernel_size=1)
+
+    def forward(self, x):
+        b5 = self.branch5x5_2(self.branch5x5_1(x))
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return torch.cat([self.branch1x1(x), b5, b3, self.branch_pool(_tf_avg_pool(x))], 1)
+
+
+class InceptionB(nn.Module):
+    """35 -> 17 grid reduction."""
+
+    def __init__(self, in_ch: int):
+        super().__init__()
+        self.branch3x3 = BasicConv2d(in_ch, 384, kernel_size=3, stride=2)
+        self.branch3x3dbl_1 = BasicConv2d(in_ch, 64, kernel_size=1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, kernel_size=3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, stride=2)
+
+    def forward(self, x):
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return torch.cat([self.branch3x3(x), b3, F.max_pool2d(x, kernel_size=3, stride=2)], 1)
+
+
+class InceptionC(nn.Module):
+    """17x17 block with factorized 7x7 convolutions (1x7 then 7x1)."""
+
+    def __init__(self, in_ch: int, channels_7x7: int):
+        super().__init__()
+        c7 = channels_7x7
+        row, col = dict(kernel_size=(1, 7), padding=(0, 3)), dict(kernel_size=(7, 1), padding=(3, 0))
+        self.branch1x1 = BasicConv2d(in_ch, 192, kernel_size=1)
+        self.branch7x7_1 = BasicConv2d(in_ch, c7, kernel_size=1)
+        self.branch7x7_2 = BasicConv2d(c7, c7, **row)
+        self.branch7x7_3 = BasicConv2d(c7, 192, **col)
+        self.branch7x7dbl_1 = BasicConv2d(in_ch, c7, kernel_size=1)
+        self.branch7x7dbl_2 = BasicConv2d(c7, c7, **col)
+        self.branch7x7dbl_3 = BasicConv2d(c7, c7, **row)
+        self.branch7x7dbl_4 = BasicConv2d(c7, c7, **col)
+        self.branch7x7dbl_5 = BasicConv2d(c7, 192, **row)
+        self.branch_pool = BasicConv2d(in_ch, 192, kernel_size=1)
+
+    def forward(self, x):
+        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        d = x
+        for layer in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4,
+                      self.branch7x7dbl_5):
+            d = layer(d)
+        return torch.cat([self.branch1x1(x), b7, d, self.branch_pool(_tf_avg_pool(x))], 1)
+
+
+class InceptionD(nn.Module):
+    """17 -> 8 grid reduction."""
+
+    def __init__(self, in_ch: int):
+        super().__init__()
+        self.branch3x3_1 = BasicConv2d(in_ch, 192, kernel_size=1)
+        self.branch3x3_2 = BasicConv2d(192, 320, kernel_size=3, stride=2)
+        self.branch7x7x3_1 = BasicConv2d(in_ch, 192, kernel_size=1)
+        self.branch7x7x3_2 = BasicConv2d(192, 192, kernel_size=(1, 7), padding=(0, 3))
+        self.branch7x7x3_3 = BasicConv2d(192, 192, kernel_size=(7, 1), padding=(3, 0))
+        self.branch7x7x3_4 = BasicConv2d(192, 192, kernel_size=3, stride=2)
+
+    def forward(self, x):
+        b3 = self.branch3x3_2(self.branch3x3_1(x))
+        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
+        return torch.cat([b3, b7, F.max_pool2d(x, kernel_size=3, stride=2)], 1)
+
+
+class InceptionE(nn.Module):
+    """8x8 block with expanded 1x3 / 3x1 branches; pool "avg" (Mixed_7b) or "max" (Mixed_7c, TF quirk)."""
+
+    def __init__(self, in_ch: int, pool: str):
+        super().__init__()
+        self.pool = pool
+        self.branch1x1 = BasicConv2d(in_ch, 320, kernel_size=1)
+        self.branch3x3_1 = BasicConv2d(in_ch, 384, kernel_size=1)
+        self.branch3x3_2a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
+        self.branch3x3_2b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
+        self.branch3x3dbl_1 = BasicConv2d(in_ch, 448, kernel_size=1)
+        self.branch3x3dbl_2 = BasicConv2d(448, 384, kernel_size=3, padding=1)
+        self.branch3x3dbl_3a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
+        self.branch_pool = BasicConv2d(in_ch, 192, kernel_size=1)
+
+    def forward(self, x):
+        b3 = self.branch3x3_1(x)
+        b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
+        d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        d = torch.cat([self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d)], 1)
+        if self.pool == "avg":
+            pooled = _tf_avg_pool(x)
+        else:
+            pooled = F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+        return torch.cat([self.branch1x1(x), b3, d, self.branch_pool(pooled)], 1)
+
+
+class FIDInceptionV3(nn.Module):
+    """Inception-v3 up to the 2048-d global average pool ("pool3"), the FID feature extractor.
+
+    forward takes images in [0, 1] of any size, resizes them to 299x299 (bilinear, align_corners=False, no
+    antialias, as pytorch-fid), maps them to [-1, 1] and returns (B, 2048) features. ``fc`` (1008 ImageNet
+    logits of the TF graph) is only there so the weight file loads strictly; it is never used.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, kernel_size=3, stride=2)
+        self.Conv2d_2a_3x3 = BasicConv2d(32, 32, kernel_size=3)
+        self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)
+        self.Conv2d_3b_1x1 = BasicConv2d(64, 80, kernel_size=1)
+        self.Conv2d_4a_3x3 = BasicConv2d(80, 192, kernel_size=3)
+        self.Mixed_5b = InceptionA(192, pool_features=32)
+        self.Mixed_5c = InceptionA(256, pool_features=64)
+        self.Mixed_5d = InceptionA(288, pool_features=64)
+        self.Mixed_6a = InceptionB(288)
+        self.Mixed_6b = InceptionC(768, channels_7x7=128)
+        self.Mixed_6c = InceptionC(768, channels_7x7=160)
+        self.Mixed_6d = InceptionC(768, channels_7x7=160)
+        self.Mixed_6e = InceptionC(768, channels_7x7=192)
+        self.Mixed_7a = InceptionD(768)
+        self.Mixed_7b = InceptionE(1280, pool="avg")
+        self.Mixed_7c = InceptionE(2048, pool="max")
+        self.fc = nn.Linear(2048, 1008)
+
+    @torch.no_grad()
+    def forward(self, images01: torch.Tensor) -> torch.Tensor:
+        size = (FID_RESIZE, FID_RESIZE)
+        x = F.interpolate(images01.float(), size=size, mode="bilinear", align_corners=False)
+        x = 2 * x - 1
+        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
+        x = F.max_pool2d(x, kernel_size=3, stride=2)
+        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
+        x = F.max_pool2d(x, kernel_size=3, stride=2)
+        blocks = (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
+                  self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c)
+        for block in blocks:
+            x = block(x)
+        return x.mean(dim=(2, 3))
+
+
+def find_inception_weights(path: str | os.PathLike | None = None, download: bool = True) -> Path | None:
+    """The FID weight file: ``path`` if given (must exist), else torch hub's checkpoint cache, else a download
+    into that cache when a network answers (10 s timeout); None when none of these works."""
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"--inception-weights {path} does not exist")
+        return path
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_NAME
+    if cached.is_file():
+        return cached
+    if not download:
+        return None
+    old_timeout = socket.getdefaulttimeout()
+    try:
+        socket.setdefaulttimeout(10)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(FID_WEIGHTS_URL, str(cached), hash_prefix="6726825d", progress=False)
+        return cached
+    except Exception as err:  # no network, proxy refusal, ... -> the caller falls back to FSD
+        print(f"[evaluate] could not download the Inception-v3 weights ({type(err).__name__}: {err})",
+              file=sys.stderr)
+        return None
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+
+
+def load_fid_inception(path: str | os.PathLike) -> tuple[FIDInceptionV3, str]:
+    """Build the network and load a weight file with exactly its keys (``num_batches_tracked`` optional).
+
+    Returns the network (eval mode) and a note: empty for the standard file, a warning when the file's SHA-256
+    does not start with the 6726825d of pytorch-fid's release (numbers then not comparable to published FIDs).
+    """
+    net = FIDInceptionV3()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    expected = {k for k in net.state_dict() if not k.endswith("num_batches_tracked")}
+    given = {k for k in state if not k.endswith("num_batches_tracked")}
+    if expected != given:
+        missing, extra = sorted(expected - given), sorted(given - expected)
+        raise ValueError(f"{path} is not an FID Inception-v3 weight file: missing {missing[:5]}"
+                         f"{'...' if len(missing) > 5 else ''}, unexpected {extra[:5]}")
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    net.load_state_dict(state, strict=False)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    note = "" if digest.startswith("6726825d") else (
+        f"Inception weights {Path(path).name} (sha256 {digest[:8]}) are not pytorch-fid's release 6726825d: "
+        "FID values are not comparable to published ones")
+    return net.eval(), note
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 3. The evaluation segmenter: a compact U-Net trained on the real training images
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(),
+        nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU())
+
+
+class SegUNet(nn.Module):
+    """Three-level U-Net: images in [-1, 1] -> per-pixel class logits (B, label_nc, H, W).
+
+    ``features`` (the bottleneck, globally average- and max-pooled, 8 * width dims) is what the Frechet
+    distance falls back to when the Inception weights are missing.
+    """
+
+    def __init__(self, label_nc: int, width: int = 32):
+        super().__init__()
+        w = width
+        self.enc1, self.enc2, self.enc3 = _conv_block(3, w), _conv_block(w, 2 * w), _conv_block(2 * w, 4 * w)
+        self.dec2, self.dec1 = _conv_block(6 * w, 2 * w), _conv_block(3 * w, w)
+        self.head = nn.Conv2d(w, label_nc, 1)
+
+    def _encode(self, x):
+        e1 = self.enc1(x)
+        e2 = self.enc2(F.max_pool2d(e1, 2))
+        e3 = self.enc3(F.max_pool2d(e2, 2))
+        return e1, e2, e3
+
+    def forward(self, x):
+        e1, e2, e3 = self._encode(x)
+        d2 = self.dec2(torch.cat([F.interpolate(e3, size=e2.shape[-2:], mode="bilinear", align_corners=False),
+                                  e2], 1))
+        d1 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[-2:], mode="bilinear", align_corners=False),
+                                  e1], 1))
+        return self.head(d1)
+
+    @torch.jit.export
+    def features(self, x):
+        e3 = self._encode(x)[2]
+        return torch.cat([e3.mean(dim=(2, 3)), e3.amax(dim=(2, 3))], 1)
+
+
+@dataclass
+class SegmenterConfig:
+    """How the evaluation segmenter is trained (part of its cache key)."""
+
+    steps: int = 800
+    """optimizer steps on the real training images"""
+    batch_size: int = 16
+    """images per step"""
+    lr: float = 2e-3
+    """Adam learning rate, decayed linearly to 0"""
+    width: int = 16
+    """U-Net base width (channels of the first level)"""
+    seed: int = 0
+    """seed of initialisation and data order"""
+
+
+def _segmenter_cache_path(cache_dir: Path, dataset: str, size: tuple[int, int], cfg: SegmenterConfig) -> Path:
+    tag = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    return Path(cache_dir) / f"{dataset}_{size[0]}x{size[1]}_unet-{tag}.pt"
+
+
+def _ignore_dontcare(label: torch.Tensor, info) -> torch.Tensor:
+    """Labels with the don't-care id replaced by -100 (cross-entropy's ignore index)."""
+    dontcare = getattr(info, "dontcare_label", None)
+    if getattr(info, "contain_dontcare", False) and dontcare is not None:
+        label = label.masked_fill(label == dontcare, -100)
+    return label
+
+
+def train_segmenter(train_set, info, cfg: SegmenterConfig, device: str = "cpu", log=print) -> SegUNet:
+    """Train a SegUNet with cross-entropy (don't-care ignored) on the real training images."""
+    from torch.utils.data import DataLoader
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    net = SegUNet(info.label_nc, cfg.width).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / cfg.steps)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=False, generator=g,
+                        num_workers=0)
+    step, net = 0, net.train()
+    while step < cfg.steps:
+        for batch in loader:
+            image = batch["image"].to(device)
+            label = _ignore_dontcare(batch["label"].to(device).long(), info)
+            if torch.rand((), generator=g) < 0.5:  # horizontal flip augmentation
+                image, label = image.flip(-1), label.flip(-1)
+            loss = F.cross_entropy(net(image), label, ignore_index=-100)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if step % max(1, cfg.steps // 5) == 0 or step == cfg.steps:
+                log(f"[segmenter] step {step}/{cfg.steps} cross-entropy {loss.item():.3f}")
+            if step >= cfg.steps:
+                break
+    return net.eval()
+
+
+def get_segmenter(dataset: str, size: tuple[int, int], info, train_set_fn, cfg: SegmenterConfig,
+                  cache_dir: str | os.PathLike = DEFAULT_CACHE, device: str = "cpu", log=print) -> SegUNet:
+    """The cached segmenter of (dataset, size, cfg), trained on first use with ``train_set_fn()``."""
+    path = _segmenter_cache_path(Path(cache_dir), dataset, size, cfg)
+    if path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        net = SegUNet(blob["label_nc"], blob["config"]["width"])
+        net.load_state_dict(blob["state_dict"])
+        log(f"[segmenter] loaded {path}")
+        return net.to(device).eval()
+    log(f"[segmenter] training on the real {dataset} training images at {size[0]}x{size[1]} "
+        f"(cached in {path})")
+    net = train_segmenter(train_set_fn(), info, cfg, device=device, log=log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "label_nc": info.label_nc,
+            "config": asdict(cfg), "dataset": dataset, "size": list(size)}
+    tmp = path.with_suffix(".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)  # atomic: a half-written cache file never exists
+    return net
+
+
+class TorchScriptSegmenter(nn.Module):
+    """A user's TorchScript segmenter: images in [-1, 1] -> logits (B, >= label_nc, h, w), resized here."""
+
+    def __init__(self, path: str | os.PathLike, label_nc: int):
+        super().__init__()
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--segmenter {path} does not exist")
+        with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the common export
+            warnings.simplefilter("ignore", FutureWarning)
+            if str(path).endswith(".pt2"):  # a torch.export program works as well
+                self.net = torch.export.load(str(path)).module()
+            else:
+                self.net = torch.jit.load(str(path), map_location="cpu").eval()
+        self.label_nc = label_nc
+        self.has_features = hasattr(self.net, "features")
+
+    def forward(self, x):
+        logits = self.net(x)
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        if logits.dim() != 4 or logits.shape[1] < self.label_nc:
+            raise ValueError(f"the TorchScript segmenter must return (B, >= {self.label_nc}, h, w) logits, "
+                             f"got {tuple(logits.shape)}")
+        logits = logits[:, : self.label_nc]
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    def features(self, x):
+        if self.has_features:
+            return self.net.features(x)
+        # no exported features: spatially pooled class probabilities (label_nc dims)
+        return self.forward(x).softmax(1).mean(dim=(2, 3))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 4. Checkpoints: a generator (and encoder) back from train.py's file
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    """A trained generator with everything needed to feed it: dataset, size, label layout, encoder."""
+
+    path: str
+    """checkpoint file"""
+    name: str
+    """row label in tables: the model (+VAE) and the checkpoint's file name"""
+    model: str
+    """generator kind: spade, sean, concat, pix2pixhd or clade"""
+    use_vae: bool
+    """SPADE with the VAE encoder (multi-modal, style from an image)"""
+    G: nn.Module
+    """the generator, eval mode"""
+    E: nn.Module | None
+    """SPADE's VAE encoder, or None"""
+    dataset: str
+    """dataset name of the training run"""
+    dataroot: str | None
+    """dataset folder of the training run (None for synthetic)"""
+    size: tuple[int, int]
+    """(H, W) the generator produces"""
+    info: object
+    """data.DatasetInfo of the dataset"""
+    use_instance: bool
+    """the generator's input carries the instance edge channel"""
+    z_dim: int = 256
+    """VAE latent size"""
+    seed: int = 0
+    """seed of the training run (the synthetic dataset's seed)"""
+    config: dict = field(default_factory=dict)
+    """the training Args as saved in the checkpoint"""
+
+    @property
+    def semantic_nc(self) -> int:
+        return self.info.semantic_nc(self.use_instance)
+
+    @property
+    def has_style(self) -> bool:
+        """Can take the style of a real image (SEAN's style codes, SPADE's VAE encoding)."""
+        return self.model == "sean" or self.use_vae
+
+    def segmap(self, label: torch.Tensor, instance: torch.Tensor | None = None) -> torch.Tensor:
+        import data
+
+        if self.use_instance and instance is None:
+            instance = label  # no instance map: region boundaries stand in for instance edges
+        return data.make_segmap(label, self.info, instance if self.use_instance else None)
+
+    @torch.no_grad()
+    def generate(self, segmap: torch.Tensor, image: torch.Tensor | None = None, style_codes=None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """One image per segmap: in the style of ``image`` when given (SEAN codes / SPADE-VAE mean), from
+        ``style_codes`` (SEAN), else the model's own sampling (random z for SPADE-VAE; otherwise fixed)."""
+        if self.model == "sean":
+            if style_codes is not None:
+                return self.G(segmap, style_codes=style_codes)
+            if image is None:
+                raise ValueError("SEAN needs a style: a real image or style codes")
+            return self.G(segmap, image=image)
+        if self.use_vae:
+            if image is not None:
+                mu, _logvar = self.E(image)
+                return self.G(segmap, z=mu)
+            z = torch.randn(segmap.shape[0], self.z_dim, generator=generator, device="cpu").to(segmap.device)
+            return self.G(segmap, z=z)
+        return self.G(segmap)
+
+
+def load_generator(checkpoint_path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
+    """Rebuild the generator (and VAE encoder) of a train.py checkpoint, in eval mode.
+
+    The networks are constructed by train.py's own ``build_networks`` from the saved config, so they are
+    exactly the trained ones; the dataset description comes from data.py for the saved dataset and size.
+    """
+    import train
+
+    path = Path(checkpoint_path)
+    if path.is_dir():  # a run folder: its newest checkpoint
+        found = sorted(path.glob("ckpt_*.pt"))
+        if not found:
+            raise FileNotFoundError(f"no checkpoint (ckpt_*.pt) in the folder {path}")
+        path = found[-1]
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a loadable checkpoint ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''})") from err
+    if not isinstance(ckpt, dict) or "G" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"{path} is not a train.py checkpoint (needs the keys 'G' and 'config')")
+    known = {f.name for f in fields(train.Args)}
+    args = train.Args(**{k: v for k, v in dict(ckpt["config"]).items() if k in known})
+    height = round(args.crop_size / args.aspect_ratio)
+    size = (height, args.crop_size)
+    info = build_split(args.dataset, args.dataroot or None, "val", size, length=2, seed=args.seed).info
+    use_instance = bool(args.use_instance and info.has_instance)
+    semantic_nc = info.semantic_nc(use_instance)
+    G, _D, E = train.build_networks(args, semantic_nc)
+    try:
+        G.load_state_dict(ckpt["G"])
+        if E is not None:
+            if ckpt.get("E") is None:
+                raise RuntimeError("the checkpoint has no encoder weights ('E')")
+            E.load_state_dict(ckpt["E"])
+    except RuntimeError as err:
+        raise ValueError(f"{path}: the weights do not fit a {args.model} generator for '{args.dataset}' "
+                         f"({semantic_nc} input channels) at {size[0]}x{size[1]}: was it trained on another "
+                         f"dataset or label count? ({str(err).splitlines()[0]})") from err
+    name = f"{args.model}{'+VAE' if args.vae else ''} ({path.parent.name}/{path.name})"
+    return LoadedModel(str(path), name, args.model, bool(args.vae), G.to(device).eval(),
+                       None if E is None else E.to(device).eval(), args.dataset, args.dataroot or None, size,
+                       info, use_instance, args.z_dim, args.seed, asdict(args))
+
+
+def build_split(dataset: str, dataroot, split: str, size: tuple[int, int], length: int | None = None,
+                seed: int = 0):
+    """The evaluation's datasets: data.build_dataset, with the synthetic set's length and seed (the training
+    run's seed: its val split never overlaps its train split)."""
+    import data
+
+    if dataset == "synthetic":
+        return data.SyntheticLandscapes(split, size=size, length=length, seed=seed)
+    if not dataroot:
+        raise ValueError(f"the {dataset} dataset needs its folder: pass --dataroot")
+    if not Path(dataroot).is_dir():
+        raise FileNotFoundError(f"dataset folder {dataroot} does not exist")
+    return data.build_dataset(dataset, root=dataroot, split=split, size=size)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 5. The evaluation protocol
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MetricsArgs:
+    """``python evaluate.py metrics``: one comparison table for one or more checkpoints of one dataset."""
+
+    ckpt: list[str] = field(default_factory=list)
+    """checkpoints written by train.py (all of the same dataset and size)"""
+    dataset: str | None = None
+    """check that the checkpoints were trained on this dataset (default: theirs)"""
+    dataroot: str | None = None
+    """dataset folder (default: the one stored in the checkpoint)"""
+    n_eval: int = 500
+    """validation images synthesized and scored (fewer if the split is smaller)"""
+    batch_size: int = 16
+    """images per forward pass"""
+    n_samples: int = 4
+    """samples per label map for the diversity score"""
+    n_diversity: int = 32
+    """label maps used for the diversity score"""
+    n_transfer: int = 64
+    """image pairs (A, B) for per-region style transfer (synthetic dataset, SEAN)"""
+    segmenter: str | None = None
+    """TorchScript segmenter (images in [-1, 1] -> logits) instead of the cached U-Net"""
+    seg_steps: int = SegmenterConfig.steps
+    """training steps of the cached U-Net segmenter"""
+    cache_dir: str = str(DEFAULT_CACHE)
+    """where trained segmenters are cached"""
+    inception_weights: str | None = None
+    """pt_inception-2015-12-05-6726825d.pth (default: torch hub's checkpoint cache, else download)"""
+    no_download: bool = False
+    """never try to download the Inception weights"""
+    out: str | None = None
+    """folder for metrics.md and metrics.json (default: print only)"""
+    device: str = "cpu"
+    """torch device"""
+    seed: int = 0
+    """seed of z samples, generator noise and pair choice"""
+
+
+def _batches(dataset, n: int, batch_size: int):
+    """Consecutive batches of the first n samples (stacked tensors), in order."""
+    for start in range(0, n, batch_size):
+        items = [dataset[i] for i in range(start, min(n, start + batch_size))]
+        keys = [k for k in items[0] if isinstance(items[0][k], torch.Tensor)]
+        yield {k: torch.stack([it[k] for it in items]) for k in keys}
+
+
+class FeatureExtractor:
+    """Features for the Frechet distance: Inception pool3 when its weights are available, else the
+    segmenter's."""
+
+    def __init__(self, segmenter, weights: str | None, download: bool, device: str, log=print):
+        self.device, self.segmenter = device, segmenter
+        path = find_inception_weights(weights, download=download)
+        if path is None:
+            self.net, self.name, self.note = None, FALLBACK_NAME, (
+                f"Inception weights {FID_WEIGHTS_NAME} not found (pass --inception-weights or put the file "
+                f"in {Path(torch.hub.get_dir()) / 'checkpoints'}): the Frechet distance is computed on the "
+                "evaluation segmenter's pooled bottleneck features instead. It is NOT comparable to "
+                "published Inception-based scores.")
+            log("[evaluate] " + self.note)
+        else:
+            self.net, self.note = load_fid_inception(path)
+            self.net = self.net.to(device)
+            self.name = "FID"
+            if self.note:
+                log("[evaluate] " + self.note)
+
+    @torch.no_grad()
+    def __call__(self, images01: torch.Tensor) -> torch.Tensor:
+        if self.net is not None:
+            return self.net(images01.to(self.device)).cpu()
+        return self.segmenter.features((images01 * 2 - 1).to(self.device)).double().cpu()
+
+
+@torch.no_grad()
+def _segment(segmenter, images01: torch.Tensor, device: str) -> torch.Tensor:
+    logits = segmenter((images01 * 2 - 1).to(device))
+    return logits.argmax(1).cpu()
+
+
+def _label_ignore(info) -> int | None:
+    return info.dontcare_label if getattr(info, "contain_dontcare", False) else None
+
+
+@torch.no_grad()
+def evaluate_real(val_set, info, n: int, segmenter, features: FeatureExtractor, args: MetricsArgs) -> dict:
+    """The "ground truth" row: the segmenter on the real validation images, and their features."""
+    conf = torch.zeros(info.label_nc, info.label_nc, dtype=torch.long)
+    feats = []
+    for batch in _batches(val_set, n, args.batch_size):
+        real = quantize_png(batch["image"])
+        conf += confusion_matrix(_segment(segmenter, real, args.device), batch["label"], info.label_nc,
+                                 _label_ignore(info))
+        feats.append(features(real))
+    return {"seg": miou_and_accuracy(conf), "features": torch.cat(feats)}
+
+
+@torch.no_grad()
+def evaluate_model(lm: LoadedModel, val_set, n: int, segmenter, features: FeatureExtractor, real_features,
+                   args: MetricsArgs) -> dict:
+    """mIoU/accuracy, Frechet distance, reconstruction, diversity (and region transfer) of one generator."""
+    gen = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # generator noise (SEAN) reproducible
+    info, dev = lm.info, args.device
+    conf = torch.zeros(info.label_nc, info.label_nc, dtype=torch.long)
+    feats, rec = [], {"psnr": [], "ssim": [], "rmse": []}
+    for batch in _batches(val_set, n, args.batch_size):
+        segmap = lm.segmap(batch["label"], batch.get("instance")).to(dev)
+        image = batch["image"].to(dev)
+        # the papers' synthesis setting: SEAN takes the style of the real image (its test protocol),
+        # SPADE+VAE a random z, the others the label map alone
+        style = image if lm.model == "sean" else None
+        fake = quantize_png(lm.generate(segmap, image=style, generator=gen).cpu())
+        pred = _segment(segmenter, fake, dev)
+        conf += confusion_matrix(pred, batch["label"], info.label_nc, _label_ignore(info))
+        feats.append(features(fake))
+        if lm.has_style:  # reconstruction from the image's own style
+            recon = fake if lm.model == "sean" else quantize_png(lm.generate(segmap, image=image).cpu())
+            real = quantize_png(batch["image"])
+            rec["psnr"].append(psnr(recon, real))
+            rec["ssim"].append(ssim(recon, real))
+            rec["rmse"].append(rmse(recon, real))
+    result = {"name": lm.name, "checkpoint": lm.path, "model": lm.model, "vae": lm.use_vae,
+              **{k: v for k, v in miou_and_accuracy(conf).items()},
+              "frechet": frechet_distance_features(real_features, torch.cat(feats))}
+    for key, values in rec.items():
+        result[key] = float(torch.cat(values).mean()) if values else None
+    result["diversity"] = _diversity(lm, val_set, min(n, args.n_diversity), args, gen)
+    result.update(region_transfer(lm, val_set, args.n_transfer, args) if _transfer_possible(lm)
+                  else {"transfer_to_B": None, "transfer_success": None, "transfer_others_change": None})
+    return result
+
+
+@torch.no_grad()
+def _diversity(lm: LoadedModel, val_set, n: int, args: MetricsArgs, gen: torch.Generator) -> float | None:
+    """Mean pairwise L1 ([0, 1] pixel units) between ``n_samples`` samples per label map (LPIPS-free).
+
+    Only for models with a latent to sample (SPADE+VAE); the others map a label map (and a style) to one
+    image.
+    """
+    if not lm.use_vae or args.n_samples < 2 or n == 0:
+        return None
+    scores = []
+    for batch in _batches(val_set, n, args.batch_size):
+        segmap = lm.segmap(batch["label"], batch.get("instance")).to(args.device)
+        samples = torch.stack([quantize_png(lm.generate(segmap, generator=gen).cpu())
+                               for _ in range(args.n_samples)], 1)  # (B, S, 3, H, W)
+        scores += [mean_pairwise_l1(s) for s in samples]
+    return float(np.mean(scores))
+
+
+def _transfer_possible(lm: LoadedModel) -> bool:
+    return lm.model == "sean" and lm.dataset == "synthetic"
+
+
+@torch.no_grad()
+def region_transfer(lm: LoadedModel, val_set, n_pairs: int, args: MetricsArgs,
+                    min_area: float = 0.05) -> dict:
+    """SEAN per-region style transfer on the synthetic landscapes, measured by region mean colours.
+
+    For a pair (A, B) = (val[i], val[i + n/2]) and every class k covering >= ``min_area`` of both label maps,
+    A's style code of class k is replaced by B's and A's label map is synthesized. Region k of the output
+    should take B's appearance (the dataset samples each region's palette independently per image, so B's
+    region k is the target) while A's other regions keep their appearance:
+
+    * ``transfer_to_B``: RGB distance between the output's mean colour on A's region k and real B's region k
+      mean colour (lower is better); ``transfer_to_B_before``: the same for the untransferred reconstruction;
+    * ``transfer_success``: fraction of cases where the output's region k is closer to B's than to A's colour;
+    * ``transfer_others_change``: mean colour change of the other regions against the reconstruction of A
+      (style leaking across regions; lower is better);
+    * ``transfer_gt_rmse``: the dataset knows each region's style parameters, so it renders the exact target:
+      A's layout and texture noise painted with A's style rows except row k, taken from B
+      (``SyntheticLandscapes.render``). RMSE ([0, 1] units) of the output against that image;
+      ``transfer_gt_rmse_before``: the same for the untransferred reconstruction (the baseline to beat).
+    """
+    n = min(len(val_set), 2 * n_pairs)
+    half = n // 2
+    if half == 0:
+        return {"transfer_to_B": None, "transfer_success": None, "transfer_others_change": None}
+    torch.manual_seed(args.seed)
+    K, dev = lm.info.label_nc, args.device
+    to_b, to_b_before, success, others, gt_rmse, gt_rmse_before = [], [], [], [], [], []
+    known_styles = hasattr(val_set, "render")
+    for i in range(half):
+        a, b = val_set[i], val_set[i + half]
+        seg_a = lm.segmap(a["label"][None], a["instance"][None] if "instance" in a else None)
+        seg_b = lm.segmap(b["label"][None], b["instance"][None] if "instance" in b else None)
+        area_a = torch.bincount(a["label"].flatten().clamp(0, K), minlength=K + 1)[:K] / a["label"].numel()
+        area_b = torch.bincount(b["label"].flatten().clamp(0, K), minlength=K + 1)[:K] / b["label"].numel()
+        classes = [k for k in range(K) if area_a[k] >= min_area and area_b[k] >= min_area]
+        if not classes:
+            continue
+        codes_a = lm.G.encode_style(a["image"][None].to(dev), seg_a.to(dev))
+        codes_b = lm.G.encode_style(b["image"][None].to(dev), seg_b.to(dev))
+        recon = quantize_png(lm.G(seg_a.to(dev), style_codes=codes_a).cpu())[0]
+        codes = codes_a.repeat(len(classes), 1, 1)
+        for row, k in enumerate(classes):
+            codes[row, k] = codes_b[0, k]
+        outs = quantize_png(lm.G(seg_a.to(dev).repeat(len(classes), 1, 1, 1), style_codes=codes).cpu())
+        col_a = region_mean_colours(quantize_png(a["image"]), a["label"], K)
+        col_b = region_mean_colours(quantize_png(b["image"]), b["label"], K)
+        col_rec = region_mean_colours(recon, a["label"], K)
+        for row, k in enumerate(classes):
+            col_out = region_mean_colours(outs[row], a["label"], K)
+            d_b, d_a = (col_out[k] - col_b[k]).norm(), (col_out[k] - col_a[k]).norm()
+            to_b.append(float(d_b))
+            to_b_before.append(float((col_rec[k] - col_b[k]).norm()))
+            success.append(float(d_b < d_a))
+            rest = [j for j in range(K) if j != k and area_a[j] > 0]
+            if rest:
+                others.append(float((col_out[rest] - col_rec[rest]).norm(dim=1).mean()))
+            if known_styles and "style" in a:
+                style = a["style"].clone()
+                style[k] = b["style"][k]
+                target = quantize_png(val_set.render(i, style.numpy(), a["label"].numpy()))[None]
+                gt_rmse.append(float(rmse(outs[row][None], target)))
+                gt_rmse_before.append(float(rmse(recon[None], target)))
+    if not to_b:
+        return {"transfer_to_B": None, "transfer_success": None, "transfer_others_change": None}
+    return {"transfer_to_B": float(np.mean(to_b)), "transfer_to_B_before": float(np.mean(to_b_before)),
+            "transfer_success": float(np.mean(success)),
+            "transfer_others_change": float(np.mean(others)) if others else None, "transfer_cases": len(to_b),
+            "transfer_gt_rmse": float(np.mean(gt_rmse)) if gt_rmse else None,
+            "transfer_gt_rmse_before": float(np.mean(gt_rmse_before)) if gt_rmse_before else None}
+
+
+def _fmt(value, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def markdown_table(real: dict, rows: list[dict], fd_name: str, notes: list[str]) -> str:
+    """The paper-style comparison table (SPADE Table 1 / SEAN Tables 1-2 columns, plus this project's)."""
+    head = ["Method", "mIoU ↑", "accu ↑", f"{fd_name} ↓", "PSNR ↑", "SSIM ↑", "RMSE ↓", "diversity ↑",
+            "region→B ↓", "transfer success ↑", "other regions Δ ↓", "transfer RMSE vs GT ↓"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    gt = real["seg"]
+    lines.append("| " + " | ".join(["ground truth (real images)", _fmt(100 * gt["miou"], 1),
+                                      _fmt(100 * gt["accuracy"], 1)] + ["n/a"] * (len(head) - 3)) + " |")
+    for r in rows:
+        cells = [r["name"], _fmt(100 * r["miou"], 1), _fmt(100 * r["accuracy"], 1), _fmt(r["frechet"], 2),
+                 _fmt(r["psnr"], 2), _fmt(r["ssim"], 3), _fmt(r["rmse"], 3), _fmt(r["diversity"], 3),
+                 _fmt(r["transfer_to_B"], 3), _fmt(r["transfer_success"], 2),
+                 _fmt(r["transfer_others_change"], 3), _fmt(r.get("transfer_gt_rmse"), 3)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
+
+
+def _jsonable(obj):
+    """NaN / inf (undefined IoU of absent classes, PSNR of identical images) -> null: strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def run_metrics(args: MetricsArgs, log=print) -> dict:
+    """Evaluate every checkpoint of ``args.ckpt`` on one validation set; returns the JSON-able result."""
+    if not args.ckpt:
+        raise ValueError("metrics needs at least one --ckpt")
+    torch.manual_seed(args.seed)
+    models_ = [load_generator(p, args.device) for p in args.ckpt]
+    first = models_[0]
+    for lm in models_:
+        if args.dataset is not None and lm.dataset != args.dataset:
+            raise ValueError(f"{lm.path} was trained on '{lm.dataset}', not on --dataset {args.dataset}")
+        if (lm.dataset, lm.size, lm.info.label_nc) != (first.dataset, first.size, first.info.label_nc):
+            raise ValueError(f"checkpoints of different datasets cannot share a table: {first.path} is "
+                             f"{first.dataset} {first.size} with {first.info.label_nc} labels, {lm.path} is "
+                             f"{lm.dataset} {lm.size} with {lm.info.label_nc} labels")
+    dataroot = args.dataroot or first.dataroot
+    length = max(args.n_eval, 2 * args.n_transfer)
+    val_set = build_split(first.dataset, dataroot, "val", first.size, length=length, seed=first.seed)
+    n = min(len(val_set), args.n_eval)
+    if n < 2:
+        raise ValueError(f"the {first.dataset} validation split has {len(val_set)} images; 2 are needed")
+    info = first.info
+    if args.segmenter:
+        segmenter = TorchScriptSegmenter(args.segmenter, info.label_nc).to(args.device)
+        seg_desc = f"TorchScript {args.segmenter}"
+    else:
+        cfg = SegmenterConfig(steps=args.seg_steps)
+        segmenter = get_segmenter(first.dataset, first.size, info,
+                                  lambda: build_split(first.dataset, dataroot, "train", first.size,
+                                                      seed=first.seed), cfg,
+                                  args.cache_dir, args.device, log)
+        seg_desc = f"U-Net (width {cfg.width}, {cfg.steps} steps) trained on the real training images"
+    features = FeatureExtractor(segmenter, args.inception_weights, not args.no_download, args.device, log)
+    log(f"[evaluate] real validation images: {n}")
+    real = evaluate_real(val_set, info, n, segmenter, features, args)
+    rows = []
+    for lm in models_:
+        log(f"[evaluate] {lm.name}")
+        rows.append(evaluate_model(lm, val_set, n, segmenter, features, real["features"], args))
+    if features.net is not None:
+        fd_note = (f"FID: Frechet distance of Inception-v3 pool3 features (299x299 bilinear), {n} vs {n} "
+                   f"images. {features.note}").strip()
+    else:
+        fd_note = features.note
+    notes = [
+        f"{first.dataset} validation split, {n} images at {first.size[0]}x{first.size[1]}; images quantized "
+        "to uint8 (PNG) before every metric.",
+        f"mIoU / accuracy (%): segmenter = {seg_desc}; don't-care pixels ignored; classes absent from both "
+        "prediction and ground truth left out of the mean. Ground truth row = the segmenter on real images.",
+        fd_note,
+        "PSNR (dB) / SSIM / RMSE ([0, 1] units): regenerated from the image's own style (SEAN style codes, "
+        "SPADE+VAE encoder mean); n/a for models without a style input. SEAN's synthesis rows also use the "
+        "real image's style, as its paper's test protocol.",
+        f"diversity: mean pairwise L1 ([0, 1] units) of {args.n_samples} random-z samples per label map "
+        "(SPADE+VAE only; the other models are deterministic given their inputs).",
+        "region transfer (synthetic, SEAN only; SPADE+VAE has one global code: n/a): RGB distance of the "
+        "transferred region's mean colour to B's region, fraction closer to B than to A, colour change of "
+        "A's other regions, RMSE against the dataset's exact rendering of A with B's style for that region."]
+    fd_features = "inception_pool3" if features.net is not None else "segmenter_bottleneck"
+    result = {"protocol": {"dataset": first.dataset, "size": list(first.size), "n_images": n,
+                           "frechet_name": features.name, "frechet_features": fd_features,
+                           "inception_resize": FID_RESIZE, "quantization": "uint8 PNG", "segmenter": seg_desc,
+                           "seed": args.seed},
+              "ground_truth": {k: real["seg"][k] for k in ("miou", "accuracy", "iou_per_class")},
+              "rows": rows, "notes": notes}
+    table = markdown_table(real, rows, features.name, notes)
+    result["markdown"] = table
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.md").write_text(table)
+        (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=2, allow_nan=False))
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 6. Synthesis and editing
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _palette(info, palette: str | None) -> np.ndarray:
+    """Colour of each class id: a JSON file with a list of [r, g, b], else the dataset's (data.colorize's)."""
+    import data
+
+    if palette:
+        try:
+            pal = np.asarray(json.loads(Path(palette).read_text()), dtype=np.int64)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"--palette {palette}: expected a JSON list of [r, g, b] ({err})") from err
+        if pal.ndim != 2 or pal.shape[1] != 3:
+            raise ValueError(f"--palette {palette}: expected a JSON list of [r, g, b] per class id")
+        return pal
+    if info.name == "synthetic":
+        return data.PALETTE.astype(np.int64)
+    return data.make_palette(256)[: info.label_nc].astype(np.int64)
+
+
+def read_label_map(path: str | os.PathLike, info, size: tuple[int, int], palette: str | None = None,
+                   resize: bool = False) -> torch.Tensor:
+    """A label map file -> LongTensor (H, W) of class ids (don't-care as info.dontcare_label).
+
+    Single-channel PNGs hold ids as the dataset's official files store them (mapped by its loader's
+    ``map_label``: 255 = don't-care, ADE20K's 0 = unknown); colour PNGs are decoded with the palette (every
+    colour must be a class colour). Wrong size: an error, unless ``resize`` (nearest)."""
+    from PIL import Image
+
+    import data
+
+    path = Path(path)
+    try:
+        im = Image.open(path)
+        im.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read the label map ({err})") from err
+    if im.mode in ("RGB", "RGBA"):
+        rgb = np.asarray(im.convert("RGB")).astype(np.int64)
+        pal = _palette(info, palette)
+        codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        pal_codes = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
+        lookup = {int(c): i for i, c in enumerate(pal_codes)}
+        unknown = sorted(set(np.unique(codes).tolist()) - set(lookup))
+        if unknown:
+            shown = [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in unknown[:5]]
+            more = " ..." if len(unknown) > 5 else ""
+            raise ValueError(f"{path}: colours {shown}{more} are not class colours of the {info.name} "
+                             "palette (pass --palette palette.json, a list of [r, g, b] per id)")
+        label = np.vectorize(lookup.__getitem__, otypes=[np.int64])(codes)
+    else:
+        raw = data.read_label_file(str(path))
+        loader = data.DATASETS.get(info.name)
+        if hasattr(loader, "map_label"):  # the dataset's own on-disk ids -> training ids (ADE20K: k -> k - 1)
+            label = loader.map_label(SimpleNamespace(info=info, official_ids=False), raw, str(path))
+        else:
+            label = np.where(raw == 255, info.dontcare_label, raw) if info.contain_dontcare else raw
+    label = torch.from_numpy(np.ascontiguousarray(label)).long()
+    bad = (label < 0) | (label >= info.label_nc)
+    if info.contain_dontcare:
+        bad &= label != info.dontcare_label
+    if bad.any():
+        dontcare_note = ", 255 = don't-care" if info.contain_dontcare else ""
+        raise ValueError(f"{path}: label ids {torch.unique(label[bad])[:10].tolist()} are not classes of "
+                         f"{info.name} (ids 0..{info.label_nc - 1}"
+                         f"{dontcare_note})")
+    if tuple(label.shape) != tuple(size):
+        if not resize:
+            raise ValueError(f"{path}: label map is {tuple(label.shape)} (H, W) but the model makes "
+                             f"{tuple(size)}; pass --resize-labels to resize it (nearest neighbour)")
+        label = F.interpolate(label[None, None].float(), size=size, mode="nearest")[0, 0].long()
+    return label
+
+
+def _list_label_files(labels: str | os.PathLike) -> list[Path]:
+    path = Path(labels)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"--labels {path} does not exist")
+    exts = {".png", ".bmp", ".tif", ".tiff", ".gif"}
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in exts and p.is_file())
+    if not files:
+        raise ValueError(f"--labels {path}: the folder holds no label maps (*.png, *.bmp, *.tif)")
+    return files
+
+
+def _split_spec(spec: str) -> tuple[str, str | None]:
+    """'photo.png' or 'photo.png:photo_label.png' (the label map is needed for SEAN's region pooling)."""
+    image, _, label = spec.partition(":")
+    return image, (label or None)
+
+
+def read_style_image(spec: str, lm: LoadedModel, palette: str | None):
+    """A style image ([-1, 1], resized to the model size) and its label map (SEAN) from 'image[:label]'.
+
+    Without an explicit label map, ``<stem>_label.png`` beside the image is used when it exists."""
+    import data
+
+    image_path, label_path = _split_spec(spec)
+    if not Path(image_path).is_file():
+        raise FileNotFoundError(f"style image {image_path} does not exist")
+    image = data.read_image_file(image_path)
+    if tuple(image.shape[-2:]) != lm.size:
+        image = F.interpolate(image[None], size=lm.size, mode="bilinear", align_corners=False,
+                              antialias=True)[0]
+    if lm.model != "sean":
+        return image, None
+    if label_path is None:
+        sibling = Path(image_path).with_name(Path(image_path).stem + "_label.png")
+        if not sibling.is_file():
+            raise ValueError(f"SEAN needs the label map of the style image {image_path} to pool its regions: "
+                             f"write 'image:label' or put {sibling.name} beside it")
+        label_path = str(sibling)
+    return image, read_label_map(label_path, lm.info, lm.size, palette, resize=True)
+
+
+@torch.no_grad()
+def mean_style_codes(lm: LoadedModel, n: int = 200, batch_size: int = 16) -> torch.Tensor:
+    """SEAN's per-class mean style code over n real training images (classes absent there: zeros), the
+    official repository's default style when a label map comes without a style image."""
+    train_set = build_split(lm.dataset, lm.dataroot, "train", lm.size, length=n, seed=lm.seed)
+    n = min(n, len(train_set))
+    total = count = 0
+    dev = next(lm.G.parameters()).device
+    for batch in _batches(train_set, n, batch_size):
+        segmap = lm.segmap(batch["label"], batch.get("instance")).to(dev)
+        codes = lm.G.encode_style(batch["image"].to(dev), segmap)
+        present = (segmap.flatten(2).sum(-1) > 0).double()  # (B, semantic_nc)
+        total = total + (codes.double() * present[..., None]).sum(0)
+        count = count + present.sum(0)
+    return (total / count.clamp(min=1)[:, None]).float()[None]
+
+
+def _class_id(name: str, info) -> int:
+    if name.isdigit():
+        k = int(name)
+    elif name in info.class_names:
+        k = info.class_names.index(name)
+    else:
+        raise ValueError(f"--region-style: unknown class '{name}' (classes: {', '.join(info.class_names)} "
+                         "or an id)")
+    if not 0 <= k < info.label_nc:
+        raise ValueError(f"--region-style: class id {k} outside 0..{info.label_nc - 1}")
+    return k
+
+
+@dataclass
+class SynthesizeArgs:
+    """``python evaluate.py synthesize``: PNGs from label maps, with optional style control."""
+
+    ckpt: str = ""
+    """checkpoint written by train.py"""
+    labels: str = ""
+    """a label map file or a folder of them (single-channel ids, or colour-coded with --palette)"""
+    out: str = "synth"
+    """output folder"""
+    n_samples: int = 1
+    """random samples per label map (SPADE+VAE: z ~ N(0, I); SEAN: styles of random training images)"""
+    style_image: str | None = None
+    """whole picture in the style of this photo: 'photo.png' (SPADE+VAE), 'photo.png:label.png' (SEAN)"""
+    region_style: list[str] = field(default_factory=list)
+    """SEAN: class=photo.png[:label.png] takes that class's style from that photo (repeatable)"""
+    palette: str | None = None
+    """JSON list of [r, g, b] per class id for colour-coded label maps (default: the dataset's palette)"""
+    resize_labels: bool = False
+    """resize label maps of another size to the model's (nearest) instead of failing"""
+    mean_style_images: int = 200
+    """SEAN without a style image: per-class mean style code over this many training images"""
+    seed: int = 0
+    """seed of the random samples"""
+    device: str = "cpu"
+    """torch device"""
+
+
+@torch.no_grad()
+def synthesize(args: SynthesizeArgs, log=print) -> list[Path]:
+    """Write one PNG per label map and sample; returns the written paths."""
+    from PIL import Image
+
+    lm = load_generator(args.ckpt, args.device)
+    files = _list_label_files(args.labels)
+    if args.n_samples < 1:
+        raise ValueError("--n-samples must be >= 1")
+    if args.n_samples > 1 and not lm.has_style:
+        raise ValueError(f"{lm.model} is deterministic (one image per label map): --n-samples needs "
+                         "SPADE+VAE or SEAN")
+    if (args.style_image or args.region_style) and not lm.has_style:
+        raise ValueError(f"{lm.model} without VAE takes no style: --style-image needs SPADE+VAE or SEAN")
+    if args.region_style and lm.model != "sean":
+        raise ValueError("--region-style needs SEAN (SPADE's VAE encodes one code for the whole image)")
+    labels = [read_label_map(f, lm.info, lm.size, args.palette, args.resize_labels) for f in files]
+    dev, gen = args.device, torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    style_image = style_label = None
+    if args.style_image:
+        style_image, style_label = read_style_image(args.style_image, lm, args.palette)
+        style_image = style_image[None].to(dev)
+    # SEAN: the base style codes (1, semantic_nc, style_dim), then per-region replacements
+    base_codes = None
+    if lm.model == "sean":
+        if style_image is not None:
+            base_codes = lm.G.encode_style(style_image, lm.segmap(style_label[None]).to(dev))
+        else:
+            base_codes = mean_style_codes(lm, args.mean_style_images).to(dev)
+        for spec in args.region_style:
+            name, _, image_spec = spec.partition("=")
+            if not image_spec:
+                raise ValueError(f"--region-style {spec!r}: write class=photo.png[:label.png]")
+            k = _class_id(name, lm.info)
+            image, label = read_style_image(image_spec, lm, args.palette)
+            if not (label == k).any():
+                raise ValueError(f"--region-style {spec}: class '{name}' does not occur in that photo's "
+                                 "label map")
+            codes = lm.G.encode_style(image[None].to(dev), lm.segmap(label[None]).to(dev))
+            base_codes[:, k] = codes[0, k]
+    random_styles = None
+    if lm.model == "sean" and args.n_samples > 1:
+        train_set = build_split(lm.dataset, lm.dataroot, "train", lm.size, length=1000, seed=lm.seed)
+        random_styles = train_set
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, label in zip(files, labels, strict=True):
+        segmap = lm.segmap(label[None]).to(dev)
+        for s in range(args.n_samples):
+            if lm.model == "sean":
+                codes = base_codes
+                if random_styles is not None:  # a random real image's style (mean codes where absent)
+                    item = random_styles[int(torch.randint(len(random_styles), (1,), generator=gen))]
+                    instance = item["instance"][None] if "instance" in item else None
+                    seg_r = lm.segmap(item["label"][None], instance).to(dev)
+                    codes_r = lm.G.encode_style(item["image"][None].to(dev), seg_r)
+                    present = seg_r.flatten(2).sum(-1)[..., None] > 0
+                    codes = torch.where(present, codes_r, base_codes)
+                fake = lm.G(segmap, style_codes=codes)
+            elif lm.use_vae:
+                if style_image is not None:
+                    fake = lm.generate(segmap, image=style_image)
+                elif args.n_samples == 1:  # deterministic: the prior's mean z = 0
+                    fake = lm.G(segmap, z=torch.zeros(1, lm.z_dim, device=dev))
+                else:
+                    fake = lm.generate(segmap, generator=gen)
+            else:
+                fake = lm.generate(segmap)
+            pixels = torch.round((fake[0].clamp(-1, 1) + 1) * 127.5).byte().permute(1, 2, 0).cpu().numpy()
+            name = f"{path.stem}.png" if args.n_samples == 1 else f"{path.stem}_sample{s}.png"
+            Image.fromarray(pixels).save(out / name)
+            written.append(out / name)
+    log(f"[synthesize] wrote {len(written)} images to {out}")
+    return written
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 7. Command line
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
+    """One flag per dataclass field; help = the field's docstring (read from the source)."""
+    import ast
+    import inspect
+
+    docs, body = {}, ast.parse(inspect.getsource(cls)).body[0].body
+    for node, nxt in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value,
+                                                                                         ast.Constant):
+            docs[node.target.id] = nxt.value.value
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else f.default_factory()
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action="store_true", help=docs.get(f.name))
+        elif f.type.startswith("list"):  # --ckpt a.pt b.pt (metrics); --region-style x=a.png, repeatable
+            if f.name == "ckpt":
+                parser.add_argument(flag, nargs="+", action="extend", required=True, help=docs.get(f.name))
+            else:
+                parser.add_argument(flag, action="append", default=None, help=docs.get(f.name))
+        elif default == "":  # no sensible default: required
+            parser.add_argument(flag, required=True, help=docs.get(f.name))
+        else:
+            typ = int if f.type == "int" else str
+            help_ = f"{docs.get(f.name)} (default: {default})"
+            parser.add_argument(flag, type=typ, default=default, help=help_)
+
+
+def _from_namespace(cls, ns: argparse.Namespace):
+    kw = {f.name: getattr(ns, f.name) for f in fields(cls) if getattr(ns, f.name, None) is not None}
+    return cls(**kw)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_dataclass_args(sub.add_parser("metrics", help="evaluation table of one or more checkpoints"),
+                        MetricsArgs)
+    _add_dataclass_args(sub.add_parser("synthesize", help="PNGs from label maps, with style control"),
+                        SynthesizeArgs)
+    seg = sub.add_parser("segmenter", help="train/load the cached evaluation segmenter, score real images")
+    seg.add_argument("--dataset", default="synthetic", help="dataset name (default: synthetic)")
+    seg.add_argument("--dataroot", default=None, help="dataset folder (real datasets)")
+    seg.add_argument("--size", type=int, nargs="+", default=[64], help="H [W] (default: 64)")
+    seg.add_argument("--seg-steps", type=int, default=SegmenterConfig.steps, help="training steps")
+    seg.add_argument("--n-eval", type=int, default=500, help="validation images scored")
+    seg.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="segmenter cache folder")
+    seg.add_argument("--export", default=None, help="also write it as TorchScript (usable as --segmenter)")
+    seg.add_argument("--device", default="cpu")
+    ns = parser.parse_args(argv)
+    try:
+        if ns.command == "metrics":
+            result = run_metrics(_from_namespace(MetricsArgs, ns))
+            print(result["markdown"])
+        elif ns.command == "synthesize":
+            synthesize(_from_namespace(SynthesizeArgs, ns))
+        else:
+            size = (ns.size[0], ns.size[-1])
+            val = build_split(ns.dataset, ns.dataroot, "val", size, length=ns.n_eval)
+            net = get_segmenter(ns.dataset, size, val.info,
+                                lambda: build_split(ns.dataset, ns.dataroot, "train", size),
+                                SegmenterConfig(steps=ns.seg_steps), ns.cache_dir, ns.device)
+            args = MetricsArgs(device=ns.device)
+            n = min(len(val), ns.n_eval)
+            conf = torch.zeros(val.info.label_nc, val.info.label_nc, dtype=torch.long)
+            for batch in _batches(val, n, args.batch_size):
+                pred = _segment(net, quantize_png(batch["image"]), ns.device)
+                conf += confusion_matrix(pred, batch["label"], val.info.label_nc, _label_ignore(val.info))
+            score = miou_and_accuracy(conf)
+            print(f"real {ns.dataset} validation images ({n}): mIoU {100 * score['miou']:.1f}  "
+                  f"accuracy {100 * score['accuracy']:.1f}")
+            if ns.export:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    torch.jit.script(net.cpu()).save(ns.export)
+                print(f"TorchScript segmenter written to {ns.export}")
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

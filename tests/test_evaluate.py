@@ -1,0 +1,428 @@
+"""evaluate.py: metric formulas against closed forms and established libraries, the Inception network's
+structure, the FID fallback's naming, bad input, and the metrics / synthesis commands end to end."""
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from PIL import Image
+
+import evaluate as ev
+
+# ------------------------------------------------------------------------------------------------------------
+# Frechet distance (equation 17)
+
+
+def _fd_scipy(f1: np.ndarray, f2: np.ndarray) -> float:
+    """The textbook formula with scipy's general matrix square root (pytorch-fid's way)."""
+    m1, m2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(((m1 - m2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def test_frechet_closed_form_gaussians():
+    torch.manual_seed(0)
+    d = 6
+    mu1, mu2 = torch.randn(d, dtype=torch.float64), torch.randn(d, dtype=torch.float64)
+    a, b = torch.rand(d, dtype=torch.float64) + 0.1, torch.rand(d, dtype=torch.float64) + 0.1
+    # diagonal covariances: ||mu1 - mu2||^2 + sum_i (sqrt(a_i) - sqrt(b_i))^2
+    expected = (mu1 - mu2).square().sum() + (a.sqrt() - b.sqrt()).square().sum()
+    fd = ev.frechet_distance(mu1, torch.diag(a), mu2, torch.diag(b))
+    assert fd == pytest.approx(float(expected), rel=1e-10)
+    # commuting covariances (shared eigenvectors, rotated): the same closed form
+    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))
+    s1, s2 = q @ torch.diag(a) @ q.T, q @ torch.diag(b) @ q.T
+    assert ev.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(float(expected), rel=1e-8)
+    # equal covariances: only the means count; identical Gaussians: 0
+    assert ev.frechet_distance(mu1, s1, mu2, s1) == pytest.approx(float((mu1 - mu2).square().sum()), rel=1e-8)
+    assert abs(ev.frechet_distance(mu1, s1, mu1, s1)) < 1e-9
+
+
+def test_frechet_matches_scipy_sqrtm_and_torchmetrics():
+    rng = np.random.default_rng(0)
+    f1 = rng.normal(size=(200, 16))
+    f2 = rng.normal(size=(150, 16)) @ rng.normal(size=(16, 16)) * 0.5 + 0.3
+    ours = ev.frechet_distance_features(torch.from_numpy(f1), torch.from_numpy(f2))
+    assert ours == pytest.approx(_fd_scipy(f1, f2), rel=1e-7)
+    fid_mod = pytest.importorskip("torchmetrics.image.fid")
+    m1, s1 = ev.feature_statistics(torch.from_numpy(f1))
+    m2, s2 = ev.feature_statistics(torch.from_numpy(f2))
+    assert ours == pytest.approx(float(fid_mod._compute_fid(m1, s1, m2, s2)), rel=1e-6)
+
+
+def test_frechet_singular_covariances_stay_real():
+    # fewer images than dimensions (as 2048-d Inception features on a few hundred images): rank-deficient
+    rng = np.random.default_rng(1)
+    f1, f2 = rng.normal(size=(10, 40)), rng.normal(size=(12, 40)) + 0.1
+    ours = ev.frechet_distance_features(torch.from_numpy(f1), torch.from_numpy(f2))
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    tr_sqrt = np.sqrt(np.linalg.eigvals(s1 @ s2).astype(complex)).real.sum()
+    expected = ((f1.mean(0) - f2.mean(0)) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt
+    assert np.isfinite(ours) and ours == pytest.approx(float(expected), rel=1e-6)
+    # the nuclear-norm route (fewer images than dimensions) equals the covariance route
+    via_cov = ev.frechet_distance(*ev.feature_statistics(torch.from_numpy(f1)),
+                                  *ev.feature_statistics(torch.from_numpy(f2)))
+    assert ours == pytest.approx(via_cov, rel=1e-6)  # the rank-deficient eigh route is the less exact
+    with pytest.raises(ValueError, match="at least 2"):
+        ev.feature_statistics(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="at least 2"):
+        ev.frechet_distance_features(torch.zeros(1, 3), torch.zeros(5, 3))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Reconstruction metrics (equation 19)
+
+
+def test_ssim_psnr_rmse_against_torchmetrics():
+    tm = pytest.importorskip("torchmetrics.functional.image")
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 40, 48)
+    y = (x + 0.15 * torch.randn_like(x)).clamp(0, 1)
+    y[2] = torch.rand(3, 40, 48)  # one unrelated pair
+    # torchmetrics averages its SSIM map over a reflect-padded image; the original definition (Wang et al.'s
+    # code, skimage) scores only where the 11x11 window fits: crop torchmetrics' full map by 5 pixels
+    _, full_map = tm.structural_similarity_index_measure(y.double(), x.double(), data_range=1.0,
+                                                         reduction="none", return_full_image=True)
+    ref_ssim = full_map[..., 5:-5, 5:-5].mean(dim=(1, 2, 3))
+    torch.testing.assert_close(ev.ssim(y, x), ref_ssim, atol=1e-10, rtol=1e-10)
+    padded = tm.structural_similarity_index_measure(y, x, data_range=1.0, reduction="none")
+    assert (ev.ssim(y, x).float() - padded).abs().max() < 0.05  # and the border makes only a small difference
+    ref_psnr = tm.peak_signal_noise_ratio(y, x, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    torch.testing.assert_close(ev.psnr(y, x).float(), ref_psnr.float(), atol=1e-4, rtol=1e-5)
+    mse = (x - y).square().flatten(1).mean(1)
+    torch.testing.assert_close(ev.rmse(y, x).float(), mse.sqrt(), atol=1e-6, rtol=1e-6)
+    assert torch.allclose(ev.ssim(x, x), torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="at least 11x11"):
+        ev.ssim(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
+
+
+def test_quantize_png_and_diversity():
+    x = torch.tensor([-1.0, -0.5, 0.0, 0.999, 1.0, 3.0])
+    q = ev.quantize_png(x)
+    assert torch.equal(q * 255, torch.round(q * 255))  # exactly uint8 levels
+    assert q[0] == 0 and q[-1] == 1 and q[-2] == 1
+    same = torch.zeros(3, 3, 4, 4)
+    assert ev.mean_pairwise_l1(same) == 0
+    two = torch.stack([torch.zeros(3, 4, 4), torch.ones(3, 4, 4)])
+    assert ev.mean_pairwise_l1(two) == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# mIoU and accuracy (equation 18)
+
+
+def test_miou_accuracy_hand_made():
+    # 3 classes, don't-care = 3 (never counted); class 2 absent from both prediction and ground truth
+    target = torch.tensor([0, 0, 0, 1, 1, 3, 3])
+    pred = torch.tensor([0, 0, 1, 1, 0, 2, 1])
+    conf = ev.confusion_matrix(pred, target, num_classes=3, ignore_index=3)
+    assert conf.tolist() == [[2, 1, 0], [1, 1, 0], [0, 0, 0]]
+    m = ev.miou_and_accuracy(conf)
+    # IoU_0 = 2 / (2 + 1 + 1), IoU_1 = 1 / (1 + 1 + 1), class 2: 0/0 -> left out of the mean
+    assert m["miou"] == pytest.approx((2 / 4 + 1 / 3) / 2)
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["classes_counted"] == 2 and np.isnan(m["iou_per_class"][2])
+
+
+def test_miou_class_predicted_but_absent_counts_as_zero():
+    conf = torch.tensor([[5, 0, 1], [0, 4, 0], [0, 0, 0]])  # class 2 predicted once, never in ground truth
+    m = ev.miou_and_accuracy(conf)
+    assert m["iou_per_class"][2] == 0
+    assert m["miou"] == pytest.approx((5 / 6 + 1 + 0) / 3)
+    assert m["accuracy"] == pytest.approx(9 / 10)
+
+
+def test_confusion_matrix_rejects_unknown_ids():
+    with pytest.raises(ValueError, match="ground-truth ids"):
+        ev.confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 7]), num_classes=3, ignore_index=3)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Inception-v3 (FID features)
+
+
+@pytest.fixture(scope="module")
+def inception_file(tmp_path_factory):
+    """A random weight file with the real file's keys; one BatchNorm also stores its step counter (files saved
+    by newer PyTorch versions do), which the loader must accept."""
+    g = torch.Generator().manual_seed(0)
+    state = {}
+    for key, value in ev.FIDInceptionV3().state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            if key.startswith("Conv2d_1a_3x3."):
+                state[key] = torch.tensor(0)
+            continue
+        if key.endswith("running_var"):
+            state[key] = torch.rand(value.shape, generator=g) + 0.5
+        else:
+            state[key] = torch.randn(value.shape, generator=g) * (0.1 if value.dim() > 1 else 0.3)
+    path = tmp_path_factory.mktemp("inception") / "random_inception.pth"
+    torch.save(state, path)
+    return path
+
+
+def test_inception_has_the_weight_files_keys():
+    # pytorch-fid's FIDInceptionV3 is torchvision's Inception3(num_classes=1008, aux_logits=False) with blocks
+    # whose parameters equal torchvision's; its weight file holds exactly these names and shapes
+    tv = pytest.importorskip("torchvision")
+    ref = tv.models.inception_v3(weights=None, num_classes=1008, aux_logits=False, init_weights=False)
+    ours = ev.FIDInceptionV3()
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    params = sum(p.numel() for p in ours.parameters())
+    assert params == 23_850_960  # 2048-d pool features + the unused 1008-way fc
+    assert ours.state_dict()["fc.weight"].shape == (1008, 2048)
+
+
+def test_inception_loads_a_weight_file_and_gives_2048_features(inception_file, tmp_path):
+    net, note = ev.load_fid_inception(inception_file)
+    assert "not pytorch-fid's release" in note  # a random file is flagged as non-standard
+    feats = net(torch.rand(2, 3, 32, 32))
+    assert feats.shape == (2, 2048) and torch.isfinite(feats).all()
+    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(32, 3, 3, 3)}, tmp_path / "broken.pth")
+    with pytest.raises(ValueError, match="not an FID Inception-v3 weight file: missing"):
+        ev.load_fid_inception(tmp_path / "broken.pth")
+
+
+def test_inception_weights_lookup(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ev.find_inception_weights(tmp_path / "nope.pth")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert ev.find_inception_weights(None, download=False) is None
+    cached = tmp_path / "hub" / "checkpoints" / ev.FID_WEIGHTS_NAME
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+    assert ev.find_inception_weights(None, download=False) == cached
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Segmenter
+
+
+def test_segmenter_cache_and_torchscript(tmp_path):
+    import data
+
+    train = data.SyntheticLandscapes("train", size=32, length=8)
+    cfg = ev.SegmenterConfig(steps=2, batch_size=4, width=8)
+    logs = []
+    net = ev.get_segmenter("synthetic", (32, 32), train.info, lambda: train, cfg, tmp_path, log=logs.append)
+    again = ev.get_segmenter("synthetic", (32, 32), train.info, lambda: pytest.fail("retrained"), cfg,
+                             tmp_path, log=logs.append)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(net(x), again(x))
+        assert net(x).shape == (2, train.info.label_nc, 32, 32)
+    assert any("loaded" in line for line in logs)
+    # the same network exported as TorchScript, used through --segmenter
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(net).save(str(tmp_path / "seg.pt"))
+    scripted = ev.TorchScriptSegmenter(tmp_path / "seg.pt", train.info.label_nc)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x))
+        torch.testing.assert_close(scripted.features(x), net.features(x))
+    with pytest.raises(ValueError, match="must return"):
+        with torch.no_grad():
+            ev.TorchScriptSegmenter(tmp_path / "seg.pt", 50)(x)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# End to end: tiny checkpoints
+
+
+def _train_ckpt(tmp_path_factory, name, *flags):
+    import train
+
+    out = tmp_path_factory.mktemp("runs")
+    train.main(["--max-steps", "1", "--crop-size", "32", "--ngf", "8", "--ndf", "8", "--style-dim", "16",
+                "--z-dim", "16", "--batch-size", "2", "--synthetic-length", "4", "--out-dir", str(out),
+                "--name", name, "--no-progress", "--device", "cpu", "--threads", "1", *flags])
+    return str(sorted((out / name).glob("ckpt_*.pt"))[-1])
+
+
+def _hand_ckpt(path, **overrides):
+    """A checkpoint dict as train.py writes it, built without training (random networks)."""
+    import data
+    import train
+
+    args = train.Args(**{**dict(preset="quick", crop_size=32, ngf=8, ndf=8, style_dim=16, z_dim=16,
+                                param_free="batch", lambda_vgg=0.0), **overrides})
+    info = data.SyntheticLandscapes("val", size=args.crop_size, length=1).info
+    G, D, E = train.build_networks(args, info.semantic_nc(args.use_instance))
+    torch.save({"format": 1, "config": asdict(args), "G": G.state_dict(), "D": D.state_dict(),
+                "E": None if E is None else E.state_dict()}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("ckpts")
+    # one checkpoint written by train.py itself, the others built as it builds them (faster)
+    return {"spade": _hand_ckpt(root / "spade.pt", model="spade"),
+            "vae": _hand_ckpt(root / "vae.pt", model="spade", vae=True),
+            "sean": _train_ckpt(tmp_path_factory, "sean", "--model", "sean")}
+
+
+def _metrics_args(tmp_path, ckpt, **kw):
+    base = dict(ckpt=ckpt, n_eval=8, batch_size=4, n_samples=2, n_diversity=2, n_transfer=2, seg_steps=2,
+                cache_dir=str(tmp_path / "seg"), no_download=True, out=str(tmp_path / "out"))
+    return ev.MetricsArgs(**{**base, **kw})
+
+
+def test_metrics_table_and_fallback_never_says_fid(ckpts, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))  # no Inception weights
+    # the command line: several checkpoints in one call give one table
+    code = ev.main(["metrics", "--ckpt", ckpts["spade"], ckpts["vae"], ckpts["sean"], "--n-eval", "8",
+                    "--batch-size", "4", "--n-samples", "2", "--n-diversity", "2", "--n-transfer", "2",
+                    "--seg-steps", "2", "--cache-dir", str(tmp_path / "seg"), "--no-download",
+                    "--out", str(tmp_path / "out")])
+    assert code == 0
+    result = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    rows = {r["model"] + ("+vae" if r["vae"] else ""): r for r in result["rows"]}
+    assert set(rows) == {"spade", "spade+vae", "sean"}
+    for r in rows.values():
+        assert 0 <= r["miou"] <= 1 and 0 <= r["accuracy"] <= 1 and np.isfinite(r["frechet"])
+    # reconstruction only for models with a style input, diversity only with a latent, transfer only SEAN
+    assert rows["spade"]["psnr"] is None and rows["spade"]["diversity"] is None
+    assert rows["spade+vae"]["psnr"] is not None and rows["spade+vae"]["diversity"] > 0
+    assert rows["spade+vae"]["transfer_to_B"] is None
+    assert rows["sean"]["ssim"] is not None and rows["sean"]["transfer_success"] is not None
+    assert rows["sean"]["transfer_gt_rmse"] is not None and rows["sean"]["transfer_cases"] > 0
+    md = (tmp_path / "out" / "metrics.md").read_text()
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(table) == 5 and table[1].startswith("| ground truth")  # header, ground truth, 3 models
+    assert ev.FALLBACK_NAME in md and saved["protocol"]["frechet_name"] == ev.FALLBACK_NAME
+    printed = capsys.readouterr()
+    for text in (md, json.dumps(saved), printed.out, printed.err):
+        assert "FID" not in text
+
+
+def test_metrics_with_inception_weights_and_torchscript_segmenter(ckpts, inception_file, tmp_path,
+                                                                  monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(ev, "FID_RESIZE", 75)  # Inception's smallest input: the same code path, 16x cheaper
+
+    net = ev.SegUNet(10, 8).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(net).save(str(tmp_path / "seg.pt"))
+    result = ev.run_metrics(_metrics_args(tmp_path, [ckpts["spade"]], n_eval=4, out=None,
+                                          inception_weights=str(inception_file),
+                                          segmenter=str(tmp_path / "seg.pt")), log=lambda *_: None)
+    assert result["protocol"]["frechet_name"] == "FID"
+    assert "| FID ↓ |" in result["markdown"]
+    assert "TorchScript" in result["protocol"]["segmenter"]
+
+
+def test_checkpoint_of_another_label_count_is_rejected(tmp_path):
+    import train
+
+    args = train.Args(preset="quick", crop_size=32, ngf=8, style_dim=16, param_free="batch")
+    G, _, _ = train.build_networks(args, 5)  # 5 input channels, the synthetic set has 10
+    torch.save({"format": 1, "config": asdict(args), "G": G.state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="another dataset or label count"):
+        ev.load_generator(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError):
+        ev.load_generator(tmp_path / "missing.pt")
+    torch.save({"weights": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not a train.py checkpoint"):
+        ev.load_generator(tmp_path / "foreign.pt")
+
+
+def test_checkpoints_that_cannot_share_a_table(ckpts, tmp_path):
+    other = _hand_ckpt(tmp_path / "spade48.pt", model="spade", crop_size=48)
+    with pytest.raises(ValueError, match="cannot share a table"):
+        ev.run_metrics(_metrics_args(tmp_path, [ckpts["spade"], other]), log=lambda *_: None)
+    with pytest.raises(ValueError, match="trained on 'synthetic'"):
+        ev.run_metrics(_metrics_args(tmp_path, [ckpts["spade"]], dataset="ade20k"), log=lambda *_: None)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Synthesis command
+
+
+def _write_labels(folder, n=2, size=32):
+    import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    val = data.SyntheticLandscapes("val", size=size, length=n)
+    for i in range(n):
+        s = val[i]
+        label = Image.fromarray(s["label"].numpy().astype(np.uint8), mode="L")
+        label.save(folder / f"{i}.png")
+        label.save(folder.parent / f"photo{i}_label.png")  # found beside the photo by the SEAN style reader
+        photo = ((s["image"] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        Image.fromarray(photo).save(folder.parent / f"photo{i}.png")
+    return val
+
+
+def test_synthesize_all_modes(ckpts, tmp_path):
+    import data
+
+    labels = tmp_path / "labels"
+    val = _write_labels(labels)
+    # a colour-coded copy of the first label map (the synthetic palette)
+    colour = data.colorize(val[0]["label"], data.PALETTE).permute(1, 2, 0).numpy()
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+
+    def run(model, labels_, out, **kw):
+        args = ev.SynthesizeArgs(ckpt=ckpts[model], labels=str(labels_), out=str(tmp_path / out), **kw)
+        return ev.synthesize(args, log=lambda *_: None)
+
+    det = run("spade", labels, "a")
+    again = run("spade", labels, "b")
+    assert [p.name for p in det] == ["0.png", "1.png"]
+    assert np.array_equal(np.asarray(Image.open(det[0])), np.asarray(Image.open(again[0])))  # deterministic
+    assert np.asarray(Image.open(det[0])).shape == (32, 32, 3)
+    col = run("spade", tmp_path / "colour.png", "c")
+    assert np.array_equal(np.asarray(Image.open(col[0])), np.asarray(Image.open(det[0])))  # same label map
+
+    vae = run("vae", labels / "0.png", "v", n_samples=3)
+    assert [p.name for p in vae] == ["0_sample0.png", "0_sample1.png", "0_sample2.png"]
+    run("vae", labels, "vs", style_image=str(tmp_path / "photo1.png"))
+
+    sean = run("sean", labels / "0.png", "s", style_image=str(tmp_path / "photo1.png"),
+               region_style=[f"sky={tmp_path / 'photo0.png'}:{tmp_path / 'photo0_label.png'}"])
+    assert sean[0].is_file()
+    run("sean", labels / "0.png", "s2", n_samples=2, mean_style_images=4)
+    with pytest.raises(ValueError, match="needs SEAN"):
+        run("vae", labels, "x", region_style=[f"sky={tmp_path / 'photo0.png'}"])
+    with pytest.raises(ValueError, match="deterministic"):
+        run("spade", labels, "x", n_samples=2)
+    with pytest.raises(ValueError, match="unknown class"):
+        run("sean", labels, "x", mean_style_images=2, region_style=[f"lava={tmp_path / 'photo0.png'}"])
+
+
+def test_bad_label_maps(ckpts, tmp_path, capsys):
+    import data
+
+    info = data.SyntheticLandscapes("val", size=32, length=1).info
+    Image.fromarray(np.zeros((16, 32), np.uint8), mode="L").save(tmp_path / "small.png")
+    with pytest.raises(ValueError, match="--resize-labels"):
+        ev.read_label_map(tmp_path / "small.png", info, (32, 32))
+    assert ev.read_label_map(tmp_path / "small.png", info, (32, 32), resize=True).shape == (32, 32)
+    bad = np.zeros((32, 32), np.uint8)
+    bad[0, 0] = 42
+    Image.fromarray(bad, mode="L").save(tmp_path / "ids.png")
+    with pytest.raises(ValueError, match=r"label ids \[42\]"):
+        ev.read_label_map(tmp_path / "ids.png", info, (32, 32))
+    rgb = np.full((32, 32, 3), 7, np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    with pytest.raises(ValueError, match="not class colours"):
+        ev.read_label_map(tmp_path / "rgb.png", info, (32, 32))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no label maps"):
+        ev._list_label_files(tmp_path / "empty")
+    # the command line turns these into a one-line error and exit status 2
+    code = ev.main(["synthesize", "--ckpt", ckpts["spade"], "--labels", str(tmp_path / "empty"),
+                    "--out", str(tmp_path / "o")])
+    assert code == 2 and "holds no label maps" in capsys.readouterr().err

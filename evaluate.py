@@ -226,15 +226,6 @@ def mean_pairwise_l1(samples: torch.Tensor) -> float:
     return float(dist.triu(diagonal=1).sum() / (s * (s - 1) / 2))
 
 
-def region_mean_colours(image: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(K, 3) mean colour of each class region of one (3, H, W) image; NaN rows for absent classes."""
-    onehot = F.one_hot(label.long().clamp(0, num_classes - 1), num_classes).permute(2, 0, 1).double()
-    onehot = onehot * (label < num_classes).double()  # don't-care pixels belong to no region
-    area = onehot.sum((1, 2))
-    sums = torch.einsum("khw,chw->kc", onehot, image.double())
-    return sums / area[:, None]  # 0/0 -> NaN for absent classes
-
-
 # ------------------------------------------------------------------------------------------------------------
 # 2. Inception-v3 for FID (the TensorFlow 2015-12-05 graph as ported by pytorch-fid)
 # ------------------------------------------------------------------------------------------------------------
@@ -913,6 +904,13 @@ def _diversity(lm: LoadedModel, val_set, n: int, args: MetricsArgs, gen: torch.G
     return float(np.mean(scores))
 
 
+def _region_colours(image: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, 3) mean colour of each class region of one (3, H, W) image (0 for absent classes)."""
+    import data
+
+    return data.region_mean_colours(image[None].double(), label[None], num_classes)[0][0]
+
+
 def _transfer_possible(lm: LoadedModel) -> bool:
     return lm.model == "sean" and lm.dataset == "synthetic"
 
@@ -961,11 +959,11 @@ def region_transfer(lm: LoadedModel, val_set, n_pairs: int, args: MetricsArgs,
         for row, k in enumerate(classes):
             codes[row, k] = codes_b[0, k]
         outs = quantize_png(lm.G(seg_a.to(dev).repeat(len(classes), 1, 1, 1), style_codes=codes).cpu())
-        col_a = region_mean_colours(quantize_png(a["image"]), a["label"], K)
-        col_b = region_mean_colours(quantize_png(b["image"]), b["label"], K)
-        col_rec = region_mean_colours(recon, a["label"], K)
+        col_a = _region_colours(quantize_png(a["image"]), a["label"], K)
+        col_b = _region_colours(quantize_png(b["image"]), b["label"], K)
+        col_rec = _region_colours(recon, a["label"], K)
         for row, k in enumerate(classes):
-            col_out = region_mean_colours(outs[row], a["label"], K)
+            col_out = _region_colours(outs[row], a["label"], K)
             d_b, d_a = (col_out[k] - col_b[k]).norm(), (col_out[k] - col_a[k]).norm()
             to_b.append(float(d_b))
             to_b_before.append(float((col_rec[k] - col_b[k]).norm()))
@@ -1351,6 +1349,101 @@ def synthesize(args: SynthesizeArgs, log=print) -> list[Path]:
     return written
 
 
+# 6b. Figures for the README: a side-by-side comparison and a SEAN per-region transfer grid
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _show(ax, img: torch.Tensor, title: str | None = None) -> None:
+    """img: (3, H, W) in [0, 1] (float) or uint8."""
+    img = img.float() / 255 if img.dtype == torch.uint8 else img
+    ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+@torch.no_grad()
+def comparison_figure(ckpts: list[str], out: str | os.PathLike, n: int = 6, titles: list[str] | None = None,
+                      device: str = "cpu") -> Path:
+    """Rows: validation label maps; columns: label | one output per checkpoint | real image.
+
+    Deterministic models take the label map alone; SEAN takes the real image's own style (as in its paper);
+    SPADE+VAE a fixed z ~ N(0, I) (seed 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import data
+
+    models = [load_generator(c, device) for c in ckpts]
+    first = models[0]
+    for lm in models[1:]:
+        if (lm.dataset, lm.size, lm.semantic_nc) != (first.dataset, first.size, first.semantic_nc):
+            raise ValueError(f"{lm.path} and {first.path} were trained on different data")
+    val = build_split(first.dataset, first.dataroot, "val", first.size, length=n, seed=first.seed)
+    batch = next(_batches(val, n, n))
+    titles = titles or [lm.name.split(" (")[0] for lm in models]
+    cols = ["label"] + titles + ["real"]
+    fig, axes = plt.subplots(n, len(cols), figsize=(1.3 * len(cols), 1.3 * n + 0.3), squeeze=False)
+    for c, lm in enumerate(models):
+        seg = lm.segmap(batch["label"], batch.get("instance")).to(device)
+        image = batch["image"].to(device) if lm.has_style and not lm.use_vae else None
+        fake = quantize_png(lm.generate(seg, image=image, generator=torch.Generator().manual_seed(0)).cpu())
+        for r in range(n):
+            _show(axes[r, c + 1], fake[r], cols[c + 1] if r == 0 else None)
+    for r in range(n):
+        _show(axes[r, 0], data.colorize(batch["label"][r], _palette(first.info, None)),
+              "label" if r == 0 else None)
+        _show(axes[r, -1], quantize_png(batch["image"][r]), "real" if r == 0 else None)
+    fig.tight_layout(pad=0.2)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return Path(out)
+
+
+@torch.no_grad()
+def transfer_figure(ckpt: str, out: str | os.PathLike, n: int = 4, classes: tuple[str, ...] = ("sky", "water",
+                    "grass", "mountain"), device: str = "cpu") -> Path:
+    """SEAN per-region style transfer: rows are pairs (A, B) of validation images; columns show A, B, A
+    regenerated from its own style codes, then A with one class's style code taken from B."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lm = load_generator(ckpt, device)
+    if lm.model != "sean":
+        raise ValueError(f"{ckpt} is a {lm.model} checkpoint; per-region transfer needs SEAN")
+    val = build_split(lm.dataset, lm.dataroot, "val", lm.size, length=400, seed=lm.seed)
+    ids = [_class_id(c, lm.info) for c in classes]
+    # pick pairs where every shown class is present in both images, so each column shows a real transfer
+    present = [i for i in range(len(val)) if all((val[i]["label"] == k).any() for k in ids)]
+    if len(present) < 2 * n:
+        raise ValueError(f"fewer than {2 * n} validation images contain all of {classes}")
+    cols = ["A", "B", "A, own style"] + [f"A, {c} of B" for c in classes]
+    fig, axes = plt.subplots(n, len(cols), figsize=(1.3 * len(cols), 1.3 * n + 0.3), squeeze=False)
+    for r in range(n):
+        a, b = val[present[2 * r]], val[present[2 * r + 1]]
+        seg_a, seg_b = lm.segmap(a["label"][None]).to(device), lm.segmap(b["label"][None]).to(device)
+        codes_a = lm.G.encode_style(a["image"][None].to(device), seg_a)
+        codes_b = lm.G.encode_style(b["image"][None].to(device), seg_b)
+        codes = codes_a.repeat(len(ids) + 1, 1, 1)
+        for row, k in enumerate(ids, start=1):
+            codes[row, k] = codes_b[0, k]
+        outs = quantize_png(lm.G(seg_a.repeat(len(ids) + 1, 1, 1, 1), style_codes=codes).cpu())
+        row_imgs = [quantize_png(a["image"]), quantize_png(b["image"])] + list(outs)
+        for c, img in enumerate(row_imgs):
+            _show(axes[r, c], img, cols[c] if r == 0 else None)
+    fig.tight_layout(pad=0.2)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return Path(out)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # 7. Command line
 # ------------------------------------------------------------------------------------------------------------
@@ -1358,14 +1451,9 @@ def synthesize(args: SynthesizeArgs, log=print) -> list[Path]:
 
 def _add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
     """One flag per dataclass field; help = the field's docstring (read from the source)."""
-    import ast
-    import inspect
+    from train import field_docs
 
-    docs, body = {}, ast.parse(inspect.getsource(cls)).body[0].body
-    for node, nxt in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value,
-                                                                                         ast.Constant):
-            docs[node.target.id] = nxt.value.value
+    docs = field_docs(cls)
     for f in fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else f.default_factory()
@@ -1397,6 +1485,12 @@ def main(argv=None) -> int:
                         MetricsArgs)
     _add_dataclass_args(sub.add_parser("synthesize", help="PNGs from label maps, with style control"),
                         SynthesizeArgs)
+    fig = sub.add_parser("figures", help="README figures: model comparison and SEAN region transfer")
+    fig.add_argument("--ckpt", nargs="+", required=True, help="checkpoints or run folders, one column each")
+    fig.add_argument("--titles", nargs="+", default=None, help="column titles (default: model names)")
+    fig.add_argument("--sean", default=None, help="SEAN checkpoint for the region-transfer figure")
+    fig.add_argument("--out", default="assets", help="output folder (default: assets)")
+    fig.add_argument("--n", type=int, default=6, help="rows of the comparison figure (default: 6)")
     seg = sub.add_parser("segmenter", help="train/load the cached evaluation segmenter, score real images")
     seg.add_argument("--dataset", default="synthetic", help="dataset name (default: synthetic)")
     seg.add_argument("--dataroot", default=None, help="dataset folder (real datasets)")
@@ -1413,6 +1507,10 @@ def main(argv=None) -> int:
             print(result["markdown"])
         elif ns.command == "synthesize":
             synthesize(_from_namespace(SynthesizeArgs, ns))
+        elif ns.command == "figures":
+            print(comparison_figure(ns.ckpt, Path(ns.out) / "comparison.png", ns.n, ns.titles))
+            if ns.sean:
+                print(transfer_figure(ns.sean, Path(ns.out) / "sean_region_transfer.png"))
         else:
             size = (ns.size[0], ns.size[-1])
             val = build_split(ns.dataset, ns.dataroot, "val", size, length=ns.n_eval)

@@ -200,7 +200,11 @@ class SEAN(nn.Module):
     def style_mu(self, style_codes: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
         """Per-class FC + ReLU on each region's style vector: (B, K, S) -> mu (B, K, S), 0 if absent."""
         # \mu_{b,k} = \mathrm{ReLU}(W_k ST_{:,k} + b_k), all classes at once
-        mu = F.relu(torch.einsum("bks,kts->bkt", style_codes, self.fc_mu_weight) + self.fc_mu_bias)
+        # computed as W_k (t, s) @ ST_k (s, b) per class, so that the weight's gradient comes out in the
+        # weight's own (K, t, s) layout; einsum("bks,kts->bkt") made it as (K, s, t) and then paid a
+        # transposed copy of K S^2 floats (20 MB per layer at S = 512) in every backward pass
+        mu = torch.bmm(self.fc_mu_weight, style_codes.permute(1, 2, 0)).permute(2, 0, 1)  # (B, K, t)
+        mu = F.relu(mu + self.fc_mu_bias)
         # absent classes contribute nothing (their mask channel is 0); where() also stops NaN/inf codes there
         present = (segmap != 0).flatten(2).any(dim=2).unsqueeze(-1)  # (B, K, 1)
         return torch.where(present, mu, torch.zeros_like(mu))

@@ -458,6 +458,50 @@ def lr_factor(niter: int, niter_decay: int):
 
 
 # ------------------------------------------------------------------------------------------------------------
+# One training step in three pieces: train() runs them with its checks in between, bench.py times them
+# ------------------------------------------------------------------------------------------------------------
+
+
+def generate(G, E, segmap, real, model: str):
+    """The step's one generator forward -> (fake, mu, logvar); mu and logvar are None without the VAE."""
+    import losses
+    mu = logvar = None
+    if E is not None:
+        mu, logvar = E(real)
+        fake = G(segmap, z=losses.reparameterize(mu, logvar))
+    elif model == "sean":
+        fake = G(segmap, image=real)
+    else:
+        fake = G(segmap)
+    return fake, mu, logvar
+
+
+def discriminator_terms(D, segmap, fake, real, args: Args) -> dict:
+    """D on [fake (detached), real] in one pass -> the discriminator's loss terms ("total" is minimized)."""
+    import losses
+    disc_loss = losses.sean_discriminator_loss if args.model == "sean" else losses.spade_discriminator_loss
+    pred = D(torch.cat([torch.cat([segmap, fake.detach()], 1), torch.cat([segmap, real], 1)], 0))
+    return disc_loss(*losses.split_fake_real(pred), gan_mode=args.gan_mode)
+
+
+def generator_terms(D, segmap, fake, real, args: Args, vgg=None, mu=None, logvar=None) -> dict:
+    """D (unwrapped from DDP: no gradient sync needed) again on [fake, real] with its weights frozen, so only
+    G and E get gradients; feature matching needs the real image's features under the current D."""
+    import losses
+    D.requires_grad_(False)
+    pred = D(torch.cat([torch.cat([segmap, fake], 1), torch.cat([segmap, real], 1)], 0))
+    pred_fake, pred_real = losses.split_fake_real(pred)
+    weights = dict(vgg=vgg, lambda_fm=args.lambda_fm, lambda_vgg=args.lambda_vgg, gan_mode=args.gan_mode)
+    if args.model == "sean":
+        g_terms = losses.sean_generator_loss(pred_fake, pred_real, fake, real, **weights)
+    else:
+        g_terms = losses.spade_generator_loss(pred_fake, pred_real, fake, real, mu=mu, logvar=logvar,
+                                              lambda_kl=args.lambda_kl, **weights)
+    D.requires_grad_(True)
+    return g_terms
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Logging helpers
 # ------------------------------------------------------------------------------------------------------------
 
@@ -481,16 +525,18 @@ def save_samples(path: str, label: torch.Tensor, real: torch.Tensor, fake: torch
 
 
 def plot_losses(log_path: str, png_path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a bare Figure on the Agg canvas: no pyplot, so a notebook's inline backend is left alone
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     with open(log_path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     if not rows:
         return
     keys = [k for k in rows[-1] if k.startswith(("D/", "G/"))]
     steps = np.array([r["step"] for r in rows])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
     for ax, side in zip(axes, ("D/", "G/"), strict=True):
         for k in (k for k in keys if k.startswith(side)):
             v = np.array([r.get(k, np.nan) for r in rows], dtype=float)
@@ -502,7 +548,6 @@ def plot_losses(log_path: str, png_path: str) -> None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png_path, dpi=80)
-    plt.close(fig)
 
 
 class SignalStop:
@@ -702,7 +747,6 @@ def train(args: Args, d: Dist, device: torch.device) -> dict:
                              f"the update. Last good checkpoint: {where}")
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
-    disc_loss = losses.sean_discriminator_loss if args.model == "sean" else losses.spade_discriminator_loss
 
     if step >= total_steps:
         log(f"nothing to do: the checkpoint is at step {step} of {total_steps} (raise --max-steps/--niter)")
@@ -728,21 +772,12 @@ def train(args: Args, d: Dist, device: torch.device) -> dict:
                     segmap = data.make_segmap(label, info, instance).contiguous(memory_format=memory_format)
 
                     # ---- the generator runs once ----------------------------------------------------------
-                    mu = logvar = None
                     with autocast:
-                        if E is not None:
-                            mu, logvar = E(real)
-                            fake = G(segmap, z=losses.reparameterize(mu, logvar))
-                        elif args.model == "sean":
-                            fake = G(segmap, image=real)
-                        else:
-                            fake = G(segmap)
+                        fake, mu, logvar = generate(G, E, segmap, real, args.model)
 
                     # ---- discriminator step: fake (detached) and real in one pass -------------------------
                     with autocast:
-                        pred = D(torch.cat([torch.cat([segmap, fake.detach()], 1),
-                                            torch.cat([segmap, real], 1)], 0))
-                        d_terms = disc_loss(*losses.split_fake_real(pred), gan_mode=args.gan_mode)
+                        d_terms = discriminator_terms(D, segmap, fake, real, args)
                     if args.inject_nan_step == step + 1:
                         d_terms["total"] = d_terms["total"] * float("nan")
                     stop_nonfinite(d_terms, "discriminator")
@@ -751,20 +786,8 @@ def train(args: Args, d: Dist, device: torch.device) -> dict:
                     opt_D.step()
 
                     # ---- generator step on the same fake: D again, for the GAN and FM terms ---------------
-                    D_plain.requires_grad_(False)
                     with autocast:
-                        pred = D_plain(torch.cat([torch.cat([segmap, fake], 1),
-                                                  torch.cat([segmap, real], 1)], 0))
-                        pred_fake, pred_real = losses.split_fake_real(pred)
-                        weights = dict(vgg=vgg, lambda_fm=args.lambda_fm, lambda_vgg=args.lambda_vgg,
-                                       gan_mode=args.gan_mode)
-                        if args.model == "sean":
-                            g_terms = losses.sean_generator_loss(pred_fake, pred_real, fake, real, **weights)
-                        else:
-                            g_terms = losses.spade_generator_loss(pred_fake, pred_real, fake, real, mu=mu,
-                                                                  logvar=logvar, lambda_kl=args.lambda_kl,
-                                                                  **weights)
-                    D_plain.requires_grad_(True)
+                        g_terms = generator_terms(D_plain, segmap, fake, real, args, vgg, mu, logvar)
                     stop_nonfinite(g_terms, "generator")
                     opt_G.zero_grad(set_to_none=True)
                     g_terms["total"].backward()

@@ -426,3 +426,20 @@ def test_bad_label_maps(ckpts, tmp_path, capsys):
     code = ev.main(["synthesize", "--ckpt", ckpts["spade"], "--labels", str(tmp_path / "empty"),
                     "--out", str(tmp_path / "o")])
     assert code == 2 and "holds no label maps" in capsys.readouterr().err
+
+
+def test_figures_comparison_and_transfer(ckpts, tmp_path):
+    """The README figures: one column per checkpoint (+ label and real), and SEAN's transfer grid; a non-SEAN
+    checkpoint is refused for the transfer figure."""
+    from PIL import Image
+
+    comp = ev.comparison_figure([ckpts["spade"], ckpts["vae"], ckpts["sean"]], tmp_path / "c.png", n=2)
+    trans = ev.transfer_figure(ckpts["sean"], tmp_path / "t.png", n=1, classes=("sky", "grass"))
+    for path in (comp, trans):
+        w, h = Image.open(path).size
+        assert w > h > 0
+    assert Image.open(comp).size[0] > Image.open(trans).size[0] * 0.5
+    with pytest.raises(ValueError, match="needs SEAN"):
+        ev.transfer_figure(ckpts["spade"], tmp_path / "x.png", n=1)
+    assert ev.main(["figures", "--ckpt", ckpts["spade"], "--out", str(tmp_path / "cli"), "--n", "1"]) == 0
+    assert (tmp_path / "cli" / "comparison.png").is_file()

@@ -27,10 +27,9 @@ weights: a paper preset stops with a one-line error naming the file when it is m
 per step on a CPU, and the default run must work offline; feature matching (lambda_FM = 10) still gives the
 generator a dense per-layer target. Add `--lambda-vgg 10` to the quick preset to use it when the file exists.
 
-The quick preset (1000 steps of batch 4, ngf 16, 64²) takes about 10 minutes on 2 idle CPU cores (measured:
-1.15 steps/s with another job sharing the 2 cores). Most of its cost is SPADE's fixed 128-channel hidden layer
-at full resolution, not ngf. On an oversubscribed machine
-`--threads 1` is much faster than torch's default thread count. SEAN uses style_dim 64 in this preset
+The quick preset (1000 steps of batch 4, ngf 16, 64²) takes about 7 minutes on 2 idle CPU cores (measured:
+424 s, 2.39 steps/s). Most of its cost is SPADE's fixed 128-channel hidden layer at full resolution, not
+ngf. On an oversubscribed machine `--threads 1` is much faster than torch's default thread count. SEAN uses style_dim 64 in this preset
 (512 in the paper presets).
 
 Checkpoints are single files written atomically (temp file + os.replace) and hold only tensors, dicts, lists

@@ -29,8 +29,8 @@ generator a dense per-layer target. Add `--lambda-vgg 10` to the quick preset to
 
 The quick preset (1000 steps of batch 4, ngf 16, 64²) takes about 7 minutes on 2 idle CPU cores (measured:
 424 s, 2.39 steps/s). Most of its cost is SPADE's fixed 128-channel hidden layer at full resolution, not
-ngf. On an oversubscribed machine `--threads 1` is much faster than torch's default thread count. SEAN uses style_dim 64 in this preset
-(512 in the paper presets).
+ngf. On an oversubscribed machine `--threads 1` is much faster than torch's default thread count. SEAN uses
+style_dim 64 in this preset (512 in the paper presets).
 
 Checkpoints are single files written atomically (temp file + os.replace) and hold only tensors, dicts, lists
 and numbers (torch.load(weights_only=True) loads them): G, D, encoder, optimizers, schedulers, step, epoch,

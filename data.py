@@ -162,6 +162,11 @@ PALETTE = np.array(
      [20, 100, 30], [240, 210, 110], [120, 120, 120], [200, 40, 40], [60, 40, 90]], dtype=np.uint8)
 """Label colours for `colorize` (not the photo colours)."""
 
+
+def dataset_palette(name: str, n: int = 256) -> np.ndarray:
+    """Colours for drawing label maps: the synthetic set's own, else the first n of the VOC-style map."""
+    return PALETTE if name == "synthetic" else make_palette(n)
+
 STYLE_FIELDS = ("base_r", "base_g", "base_b", "accent_r", "accent_g", "accent_b",
                 "brightness", "grad_v", "grad_h", "tex_amp", "tex_scale")
 """Columns of the synthetic `style` tensor. base_* is the region's mean colour in [-1, 1] (texture and

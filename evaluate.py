@@ -1111,9 +1111,7 @@ def _palette(info, palette: str | None) -> np.ndarray:
         if pal.ndim != 2 or pal.shape[1] != 3:
             raise ValueError(f"--palette {palette}: expected a JSON list of [r, g, b] per class id")
         return pal
-    if info.name == "synthetic":
-        return data.PALETTE.astype(np.int64)
-    return data.make_palette(256)[: info.label_nc].astype(np.int64)
+    return data.dataset_palette(info.name, info.label_nc).astype(np.int64)
 
 
 def read_label_map(path: str | os.PathLike, info, size: tuple[int, int], palette: str | None = None,

@@ -508,8 +508,7 @@ def generator_terms(D, segmap, fake, real, args: Args, vgg=None, mu=None, logvar
 def colorize_labels(label: torch.Tensor, dataset_name: str) -> torch.Tensor:
     """Label map (B, H, W) -> RGB in [0, 1], with the synthetic set's own label colours."""
     import data
-    palette = data.PALETTE if dataset_name == "synthetic" else None  # None: data.py's VOC-style palette
-    return data.colorize(label.cpu(), palette).float() / 255.0
+    return data.colorize(label.cpu(), data.dataset_palette(dataset_name)).float() / 255.0
 
 
 def save_samples(path: str, label: torch.Tensor, real: torch.Tensor, fake: torch.Tensor, dataset_name: str,

@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tes
 
 from sean_oracle import sean_loop_forward  # noqa: E402
 
+import models  # noqa: E402
 import train  # noqa: E402
 from norm import CLADE, SEAN, SPADE  # noqa: E402
 
@@ -276,7 +277,8 @@ def peak_memory_since(mark: float, device: str) -> float:
     """Peak bytes in use since peak_memory_mark, minus those in use at the mark."""
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() - mark
-    return status_kib("VmHWM") * 1024 - mark
+    # the kernel syncs per-thread RSS counters lazily: VmHWM can read a few pages below the mark's VmRSS
+    return max(0.0, status_kib("VmHWM") * 1024 - mark)
 
 
 def run_step_config(spec: dict) -> dict:
@@ -300,7 +302,7 @@ def run_step_config(spec: dict) -> dict:
             "step": statistics.median(t["G"] + t["D"] for t in times), "batch": args.batch_size,
             "flops_G": flops["G fwd"] + flops["G"], "flops_D": flops["D"],
             "memory": peak_memory_since(mark, spec["device"]), "semantic_nc": segmap.shape[1],
-            "G_params": sum(p.numel() for p in step.G.parameters())}
+            "G_params": models.count_parameters(step.G)}
 
 
 _PEAK: dict = {}

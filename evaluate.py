@@ -696,10 +696,10 @@ def load_generator(checkpoint_path: str | os.PathLike, device: str = "cpu") -> L
 
     path = Path(checkpoint_path)
     if path.is_dir():  # a run folder: its newest checkpoint
-        found = sorted(path.glob("ckpt_*.pt"))
+        found = train.list_checkpoints(str(path))
         if not found:
             raise FileNotFoundError(f"no checkpoint (ckpt_*.pt) in the folder {path}")
-        path = found[-1]
+        path = path / found[-1]
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:

@@ -302,10 +302,15 @@ def save_checkpoint(path: str, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def list_checkpoints(run_dir: str) -> list[str]:
+    """File names of a run folder's checkpoints, oldest first (the names carry the zero-padded step)."""
+    return sorted(f for f in os.listdir(run_dir) if f.startswith("ckpt_") and f.endswith(".pt"))
+
+
 def find_checkpoint(path: str) -> str:
     """A checkpoint file, or the newest ckpt_*.pt of a run folder."""
     if os.path.isdir(path):
-        ckpts = sorted(f for f in os.listdir(path) if f.startswith("ckpt_") and f.endswith(".pt"))
+        ckpts = list_checkpoints(path)
         if not ckpts:
             raise SystemExit(f"error: no checkpoint (ckpt_*.pt) in {path!r}")
         return os.path.join(path, ckpts[-1])
@@ -593,6 +598,7 @@ def main(argv=None) -> dict:
 def train(args: Args, d: Dist, device: torch.device) -> dict:
     import data
     import losses
+    import models
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -703,8 +709,7 @@ def train(args: Args, d: Dist, device: torch.device) -> dict:
             tb = SummaryWriter(os.path.join(run_dir, "tb"))
         except ImportError:
             pass
-        n_g = sum(p.numel() for p in unwrap(G).parameters())
-        n_d = sum(p.numel() for p in D_plain.parameters())
+        n_g, n_d = models.count_parameters(unwrap(G)), models.count_parameters(D_plain)
         log(f"{args.model}{' +VAE' if args.vae else ''} on {args.dataset} ({len(dataset)} images, "
             f"{semantic_nc} input channels) | G {n_g / 1e6:.2f}M D {n_d / 1e6:.2f}M params | device {device}"
             f"{f' x{d.world}' if d.enabled else ''} | {steps_per_epoch} steps/epoch, {total_steps} steps | "
@@ -727,13 +732,12 @@ def train(args: Args, d: Dist, device: torch.device) -> dict:
         path = os.path.join(run_dir, f"ckpt_{step:08d}.pt")
         save_checkpoint(path, state)
         if args.keep_checkpoints:
-            old = sorted(f for f in os.listdir(run_dir) if f.startswith("ckpt_") and f.endswith(".pt"))
-            for f in old[:-args.keep_checkpoints]:
+            for f in list_checkpoints(run_dir)[:-args.keep_checkpoints]:
                 os.remove(os.path.join(run_dir, f))
         return path
 
     def last_checkpoint() -> str:
-        names = sorted(f for f in os.listdir(run_dir) if f.startswith("ckpt_") and f.endswith(".pt"))
+        names = list_checkpoints(run_dir)
         return os.path.join(run_dir, names[-1]) if names else "none saved yet"
 
     def stop_nonfinite(terms: dict, which: str) -> None:

@@ -638,6 +638,15 @@ def read_image_file(path: str) -> torch.Tensor:
     return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 127.5 - 1
 
 
+def check_raw_ids(raw: np.ndarray, bad: np.ndarray, path: str, valid: str) -> None:
+    """DataError naming the file, the bad ids and where the first one is, if any pixel of `bad` is set."""
+    if bad.any():
+        y, x = (int(v) for v in np.argwhere(bad)[0])
+        values = np.unique(raw[bad])[:10].tolist()
+        raise DataError(f"{path}: label ids {values} are not classes of this dataset (valid: {valid}); "
+                        f"first at pixel (x={x}, y={y})")
+
+
 class PairedFolderDataset(Dataset):
     """Label / photo (/ instance) files already paired; reads, validates, maps ids and preprocesses.
 
@@ -669,7 +678,13 @@ class PairedFolderDataset(Dataset):
         return len(self.pairs)
 
     def map_label(self, raw: np.ndarray, path: str) -> np.ndarray:
-        """Raw file ids -> training ids; an on-disk 255 is don't-care (official: 255 -> label_nc)."""
+        """Raw file ids -> training ids; an on-disk 255 is don't-care (official: 255 -> label_nc). Any other id
+        outside 0..label_nc-1 is an error, even one equal to the internal don't-care id (COCO-Stuff's 182)."""
+        bad = (raw < 0) | (raw >= self.info.label_nc)
+        if self.info.contain_dontcare:
+            bad &= raw != 255
+        check_raw_ids(raw, bad, path, f"0..{self.info.label_nc - 1}"
+                      + (", 255 = don't-care" if self.info.contain_dontcare else ""))
         label = raw.copy()
         if self.info.contain_dontcare:
             label[raw == 255] = self.info.dontcare_label
@@ -772,6 +787,9 @@ class ADE20KDataset(PairedFolderDataset):
         super().__init__(_pair(named, _stem), self.INFO, split, **kw)
 
     def map_label(self, raw, path):
+        # on disk only 0 ('unknown') and the classes 1..150 exist; 151 would silently become don't-care below
+        check_raw_ids(raw, (raw < 0) | (raw > self.info.label_nc), path,
+                      f"1..{self.info.label_nc}, 0 = unknown")
         if self.official_ids:
             return raw.copy()
         label = raw - 1
@@ -801,11 +819,12 @@ class CocoStuffDataset(PairedFolderDataset):
 
 class CelebAMaskHQDataset(PairedFolderDataset):
     """CelebAMask-HQ as prepared by SEAN: root/{train,test}/images/*.jpg and root/{train,test}/labels/*.png
-    with 19 part ids (0 background), no don't-care, no instances. Paper: scale_width_and_crop, load 256, crop
-    256."""
+    with 19 part ids (0 background), no don't-care, no instances. Preprocessing as the official SEAN README's
+    train/test commands (custom dataset mode: resize_and_crop with --load_size 256 --crop_size 256, i.e. a
+    plain resize to 256x256); the paper itself does not state it."""
 
     INFO = DatasetInfo(
-        name="celebamask", label_nc=19, preprocess_mode="scale_width_and_crop", load_size=256, crop_size=256,
+        name="celebamask", label_nc=19, preprocess_mode="resize_and_crop", load_size=256, crop_size=256,
         class_names=("background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear",
                      "r_ear", "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth"))
 

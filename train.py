@@ -181,9 +181,10 @@ PRESETS: dict[str, dict] = {
     "quick": dict(dataset="synthetic", crop_size=64, ngf=16, ndf=16, style_dim=64, batch_size=4,
                   synthetic_length=400, niter=5, niter_decay=5, param_free="batch", lambda_vgg=0.0,
                   lr_G=2e-4, lr_D=4e-4, log_every=5, sample_every=100, save_every=500),
-    # SPADE: Cityscapes 512x256, batch 16 (the official dataset default), 200 epochs (100 + 100 decay).
+    # SPADE: Cityscapes 512x256, batch 16, 200 epochs (100 + 100 decay); the official Cityscapes options also
+    # set num_upsampling_layers "more": the generator starts at 8x4 (not 16x8), one more upsampling.
     "cityscapes": dict(PAPER, dataset="cityscapes", crop_size=512, aspect_ratio=2.0, batch_size=16,
-                       niter=100, niter_decay=100),
+                       num_upsampling_layers="more", niter=100, niter_decay=100),
     # SPADE: ADE20K 256², batch 32, 200 epochs.
     "ade20k": dict(PAPER, dataset="ade20k", niter=100, niter_decay=100),
     # SPADE: COCO-Stuff 256², batch 32, 100 epochs.
@@ -436,7 +437,9 @@ def make_loader(dataset, args: Args, d: Dist, epoch: int, skip_batches: int, per
 # ------------------------------------------------------------------------------------------------------------
 
 
-def build_networks(args: Args, semantic_nc: int):
+def build_networks(args: Args, semantic_nc: int, use_edges: bool = False):
+    """G, D and E (None without the VAE) for a run's Args; use_edges: the segmap's last channel is the
+    instance-edge map (SEAN and CLADE treat it apart from the classes, see their docstrings)."""
     import models
     if args.model == "pix2pixhd":  # its own encoder-decoder with instance norm; output size = input size
         G = models.build_generator("pix2pixhd", semantic_nc, ngf=args.ngf)
@@ -447,6 +450,8 @@ def build_networks(args: Args, semantic_nc: int):
             kw.update(use_vae=args.vae, z_dim=args.z_dim)
         if args.model == "sean":
             kw.update(style_dim=args.style_dim)
+        if args.model in ("sean", "clade"):
+            kw.update(use_edges=use_edges)
         G = models.build_generator(args.model, semantic_nc, **kw)
     D = models.MultiscaleDiscriminator(semantic_nc + 3, ndf=args.ndf, n_layers=args.n_layers_D,
                                        num_D=args.num_D)
@@ -638,7 +643,7 @@ def train(args: Args, d: Dist, device: torch.device) -> dict:
 
     # Same initial weights on every rank (DDP also broadcasts rank 0's), then per-rank noise streams.
     torch.manual_seed(args.seed)
-    G, D, E = build_networks(args, semantic_nc)
+    G, D, E = build_networks(args, semantic_nc, use_edges=bool(args.use_instance and info.has_instance))
     if args.param_free == "syncbatch" and d.enabled:
         if device.type == "cuda":
             G = nn.SyncBatchNorm.convert_sync_batchnorm(G)

@@ -325,6 +325,24 @@ def test_ade20k_unknown_is_dontcare(tmp_path):
     assert raw[0, 0] == 0 and raw[0, 16] == 150  # the released code's effective (unshifted) ids
 
 
+def test_out_of_range_raw_ids_are_errors_not_dontcare(tmp_path):
+    """ADE20K 151 would become 150 (don't-care) after k -> k - 1, COCO-Stuff 182 equals the internal
+    don't-care id: both must stop with the file named, not vanish into the don't-care class."""
+    root = tmp_path / "ade"
+    write_image(f"{root}/images/validation/ADE_val_00000000.jpg", 32, 32)
+    write_label(f"{root}/annotations/validation/ADE_val_00000000.png", blocks(32, 32, [0, 1, 151, 7]))
+    for official_ids in (False, True):
+        ds = build_dataset("ade20k", root, split="val", official_ids=official_ids, **no_aug())
+        with pytest.raises(DataError, match=r"ADE_val_00000000\.png: label ids \[151\].*x=16, y=0"):
+            ds[0]
+    coco = tmp_path / "coco"
+    write_image(f"{coco}/val_img/0.jpg", 32, 32)
+    write_label(f"{coco}/val_label/0.png", blocks(32, 32, [0, 182, 255, 254]))
+    write_label(f"{coco}/val_inst/0.png", blocks(32, 32, [1, 2, 2, 3]))
+    with pytest.raises(DataError, match=r"0\.png: label ids \[182, 254\]"):
+        build_dataset("coco", coco, split="val", **no_aug())[0]
+
+
 def make_coco(root, phase="train"):
     for i in range(3):
         write_image(f"{root}/{phase}_img/00000{i}.jpg", 32, 32, seed=i)
@@ -358,7 +376,7 @@ def test_celebamask_and_facades(tmp_path):
             write_image(f"{tmp_path}/celeb/{sub}/images/{i}.jpg", 32, 32)
             write_label(f"{tmp_path}/celeb/{sub}/labels/{i}.png", blocks(32, 32, [0, 13, 18]))
     ds = build_dataset("celebamask", tmp_path / "celeb", split="val", size=32)
-    assert ds.info.label_nc == 19 and ds.info.preprocess_mode == "scale_width_and_crop"
+    assert ds.info.label_nc == 19 and ds.info.preprocess_mode == "resize_and_crop"  # SEAN README
     assert len(ds.info.class_names) == 19 and "test" in ds[0]["path"]
     assert set(ds[1]["label"].unique().tolist()) == {0, 13, 18}
     assert make_segmap(ds[0]["label"][None], ds.info).shape == (1, 19, 32, 32)

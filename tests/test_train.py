@@ -69,6 +69,31 @@ def test_paper_presets_carry_the_papers_hyperparameters_and_flags_override_them(
     assert (a.lr_G, a.batch_size, a.lambda_vgg, a.crop_size) == (0.5, 4, 0.0, 256)
 
 
+# The official options of each dataset, read from the official code (SPADE's data/<name>_dataset.py
+# modify_commandline_options, SEAN's README train/test command lines for CelebAMask-HQ) and the papers'
+# epochs. Columns: preprocess, load (train), crop, aspect, label_nc, don't-care, instance edges, upsampling
+# layers, batch, epochs.
+OFFICIAL_OPTIONS = {
+    "cityscapes": ("fixed", 512, 512, 2.0, 35, False, True, "more", 16, 200),
+    "ade20k": ("resize_and_crop", 286, 256, 1.0, 150, True, False, "normal", 32, 200),
+    "coco": ("resize_and_crop", 286, 256, 1.0, 182, True, True, "normal", 32, 100),
+    "celebamask": ("resize_and_crop", 256, 256, 1.0, 19, False, False, "normal", 32, 100),
+    "facades": ("resize_and_crop", 286, 256, 1.0, 13, False, False, "normal", 1, 200),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(OFFICIAL_OPTIONS))
+def test_presets_match_the_official_dataset_options(preset):
+    import data
+    a = train.parse_args(["--preset", preset])
+    info = data.DATASETS[a.dataset].INFO
+    ours = (info.preprocess_mode, info.load_size, a.crop_size, a.aspect_ratio, info.label_nc,
+            info.contain_dontcare, bool(a.use_instance and info.has_instance), a.num_upsampling_layers,
+            a.batch_size, a.niter + a.niter_decay)
+    assert ours == OFFICIAL_OPTIONS[preset]
+    assert info.crop_size == a.crop_size and info.aspect_ratio == a.aspect_ratio
+
+
 def test_official_learning_rate_schedule():
     f = train.lr_factor(niter=2, niter_decay=4)
     # constant for niter epochs (and the first decaying one, as the official per-epoch update lands after it)

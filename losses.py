@@ -234,6 +234,10 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
 
+KL_IMAGES_PER_GPU = 4
+"""Images per GPU in the official SPADE recipe (batch 32 on 8 GPUs), over which its KL term is summed."""
+
+
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)), summed over batch and dimensions as the official code does."""
     # L_{KL} = D_{KL}\left(q(z|x) \,\|\, \mathcal{N}(0, I)\right)
@@ -262,7 +266,12 @@ def spade_generator_loss(pred_fake, pred_real, fake: torch.Tensor, real: torch.T
     if vgg is not None and lambda_vgg:
         terms["vgg"] = lambda_vgg * vgg(fake, real)
     if mu is not None and logvar is not None and lambda_kl:
-        terms["kl"] = lambda_kl * kl_divergence(mu, logvar)
+        # lambda_KL = 0.05 belongs to the official recipe: KL summed over the 4 images each of 8 GPUs holds
+        # (batch 32), then DataParallel averages the 8 GPUs' losses, i.e. 4 x the per-image mean. Writing it
+        # as that mean keeps the weight per image the same at any batch size and any number of processes
+        # (DDP averages gradients, so each process's mean is already the global mean).
+        # L_{KL} = \frac{4}{B} \sum_{b=1}^{B} D_{KL}\left(q(z|x_b) \,\|\, \mathcal{N}(0, I)\right)
+        terms["kl"] = lambda_kl * KL_IMAGES_PER_GPU * kl_divergence(mu, logvar) / mu.shape[0]
     # \min_G \left( \max_D L_{GAN} + L_{Percep} + L_{FM} + L_{KL} \right)
     # (generator side: the weights lambda are already inside each term)
     terms["total"] = sum(terms.values())

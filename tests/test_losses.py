@@ -298,7 +298,7 @@ def test_spade_objectives_terms_and_weights(vgg_random):
     assert torch.allclose(g["gan"], losses.gan_loss(pred_fake, True, for_discriminator=False))
     assert torch.allclose(g["fm"], losses.feature_matching_loss(pred_fake, pred_real, 10.0))
     assert torch.allclose(g["vgg"], 10.0 * vgg_random(fake, real))
-    assert torch.allclose(g["kl"], 0.05 * losses.kl_divergence(mu, logvar))
+    assert torch.allclose(g["kl"], 0.05 * 4 * losses.kl_divergence(mu, logvar) / 2)  # 4 x per-image mean
     assert torch.allclose(g["total"], g["gan"] + g["fm"] + g["vgg"] + g["kl"])
     g["total"].backward()
     assert fake.grad.abs().sum() > 0 and mu.grad.abs().sum() > 0
@@ -324,3 +324,20 @@ def test_sean_objectives_have_no_kl_and_match_spade(vgg_random):
     assert all(torch.equal(g[k], ref[k]) for k in g)
     d = losses.sean_discriminator_loss(pred_fake, pred_real)
     assert torch.equal(d["total"], losses.spade_discriminator_loss(pred_fake, pred_real)["total"])
+
+
+def test_kl_weight_is_the_official_recipes_at_any_batch_size():
+    """Official: KL summed over the 4 images of each of 8 GPUs, averaged over GPUs. The same per-image KL
+    must weigh the same whatever the batch (and so whatever the number of DDP processes)."""
+    torch.manual_seed(1)
+    mu, logvar = torch.randn(1, 8), torch.randn(1, 8)
+    dummy = [[torch.zeros(1, 1, 2, 2)]]
+
+    def kl_term(batch):
+        g = losses.spade_generator_loss(dummy, dummy, torch.zeros(1), torch.zeros(1), mu.expand(batch, -1),
+                                        logvar.expand(batch, -1), lambda_fm=0.0)
+        return g["kl"].item()
+
+    official_per_gpu = 0.05 * losses.kl_divergence(mu.expand(4, -1), logvar.expand(4, -1)).item()
+    for batch in (1, 4, 32):
+        assert kl_term(batch) == pytest.approx(official_per_gpu, rel=1e-6)

@@ -716,7 +716,7 @@ def load_generator(checkpoint_path: str | os.PathLike, device: str = "cpu") -> L
     info = build_split(args.dataset, args.dataroot or None, "val", size, length=2, seed=args.seed).info
     use_instance = bool(args.use_instance and info.has_instance)
     semantic_nc = info.semantic_nc(use_instance)
-    G, _D, E = train.build_networks(args, semantic_nc)
+    G, _D, E = train.build_networks(args, semantic_nc, use_edges=use_instance)
     try:
         G.load_state_dict(ckpt["G"])
         if E is not None:
@@ -1222,7 +1222,7 @@ def mean_style_codes(lm: LoadedModel, n: int = 200, batch_size: int = 16) -> tor
     for batch in _batches(train_set, n, batch_size):
         segmap = lm.segmap(batch["label"], batch.get("instance")).to(dev)
         codes = lm.G.encode_style(batch["image"].to(dev), segmap)
-        present = (segmap.flatten(2).sum(-1) > 0).double()  # (B, semantic_nc)
+        present = (segmap[:, :lm.G.num_regions].flatten(2).sum(-1) > 0).double()  # (B, num_regions)
         total = total + (codes.double() * present[..., None]).sum(0)
         count = count + present.sum(0)
     return (total / count.clamp(min=1)[:, None]).float()[None]
@@ -1292,7 +1292,7 @@ def synthesize(args: SynthesizeArgs, log=print) -> list[Path]:
     if args.style_image:
         style_image, style_label = read_style_image(args.style_image, lm, args.palette)
         style_image = style_image[None].to(dev)
-    # SEAN: the base style codes (1, semantic_nc, style_dim), then per-region replacements
+    # SEAN: the base style codes (1, num_regions, style_dim), then per-region replacements
     base_codes = None
     if lm.model == "sean":
         if style_image is not None:

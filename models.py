@@ -298,8 +298,8 @@ class StyleEncoder(nn.Module):
         )
 
     def forward(self, image: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-        """image (B, 3, H, W), segmap (B, K, H', W') -> style_codes ST (B, K, style_dim), zero rows for absent
-        classes."""
+        """image (B, 3, H, W), segmap (B, K, H', W') of the K region channels -> style_codes ST
+        (B, K, style_dim), zero rows for absent classes."""
         features = self.model(image)
         # ST_{:,j} = \frac{1}{|M_j|} \sum_{p \in M_j} F_p   (norm.region_average_pool)
         return norm.region_average_pool(features, segmap)
@@ -342,31 +342,36 @@ class SEANGenerator(_Decoder):
     features already fix the content. The official code builds up_4 for "most" but never calls it; here "most"
     runs it, and it is the mask-only one.
 
-    Per-class FC layers are created for every class (semantic_nc of them; the official code hard-codes 19).
-    forward takes either an image (the style is encoded from it) or given style_codes (B, semantic_nc,
+    Per-class FC layers are created for every region class (num_regions = semantic_nc, less the instance-edge
+    channel when use_edges; the official code hard-codes 19 and has no edge channel). The edge channel is no
+    region: it has no style code and enters only the mask branches (see norm.SEAN).
+    forward takes either an image (the style is encoded from it) or given style_codes (B, num_regions,
     style_dim), e.g. mixed from several images for per-region style transfer or edited for one class.
     Noise is drawn inside every norm on every call, in training and evaluation alike (as officially).
     """
 
     def __init__(self, semantic_nc: int, ngf: int = 64, crop_size: int = 256, aspect_ratio: float = 1.0,
                  style_dim: int = 512, num_upsampling_layers: str = "normal", param_free: str = "batch",
-                 spectral: bool = True, use_noise: bool = True):
+                 spectral: bool = True, use_noise: bool = True, use_edges: bool = False):
+        num_regions = semantic_nc - int(use_edges)
+
         def make_block(fin, fout, last):
             if last:
                 make_norm = lambda nc: SPADEWithNoise(nc, semantic_nc, param_free, use_noise)  # noqa: E731
             else:
                 make_norm = lambda nc: norm.SEAN(  # noqa: E731
-                    nc, semantic_nc, style_dim=style_dim, param_free=param_free, use_noise=use_noise)
+                    nc, semantic_nc, style_dim=style_dim, param_free=param_free, use_noise=use_noise,
+                    num_regions=num_regions)
             return SPADEResBlock(fin, fout, semantic_nc, param_free, spectral, make_norm=make_norm)
 
         super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers, make_block)
-        self.style_dim = style_dim
+        self.style_dim, self.num_regions = style_dim, num_regions
         self.style_encoder = StyleEncoder(style_dim)
         init_weights(self)
 
     def encode_style(self, image: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-        """image (B, 3, H, W), segmap (B, semantic_nc, H, W) -> style_codes (B, semantic_nc, style_dim)."""
-        return self.style_encoder(image, segmap)
+        """image (B, 3, H, W), segmap (B, semantic_nc, H, W) -> style_codes (B, num_regions, style_dim)."""
+        return self.style_encoder(image, segmap[:, :self.num_regions])
 
     def forward(self, segmap: torch.Tensor, image: torch.Tensor | None = None,
                 style_codes: torch.Tensor | None = None) -> torch.Tensor:
@@ -425,13 +430,18 @@ class ConcatGenerator(_Decoder):
 class CLADEGenerator(_Decoder):
     """The SPADE decoder with norm.CLADE (class-adaptive: a gamma/beta table lookup per class instead of a
     conv net on the mask; Tan et al., TPAMI 2021), the efficient variant. No distance-map input (the
-    CLADE-ICPE option of its paper)."""
+    CLADE-ICPE option of its paper). With use_edges the segmap's last channel is the instance-edge map: each
+    norm appends it (through a 1x1 conv) as one channel, so every block conv takes one more input, as in the
+    official CLADE."""
 
     def __init__(self, semantic_nc: int, ngf: int = 64, crop_size: int = 256, aspect_ratio: float = 1.0,
-                 num_upsampling_layers: str = "normal", param_free: str = "batch", spectral: bool = True):
+                 num_upsampling_layers: str = "normal", param_free: str = "batch", spectral: bool = True,
+                 use_edges: bool = False):
+        classes = semantic_nc - int(use_edges)
+
         def make_block(fin, fout, last):
-            return SPADEResBlock(fin, fout, semantic_nc, param_free, spectral,
-                                 make_norm=lambda nc: norm.CLADE(nc, semantic_nc, param_free))
+            return SPADEResBlock(fin, fout, semantic_nc, param_free, spectral, extra_in=int(use_edges),
+                                 make_norm=lambda nc: norm.CLADE(nc, classes, param_free, use_edges))
 
         super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers, make_block)
         init_weights(self)

@@ -161,6 +161,12 @@ class SEAN(nn.Module):
       blending_gamma, blending_beta              - scalars, init 0 (alpha = sigmoid = 0.5)
       noise_var (norm_nc,)                       - per-channel noise scale, init 0 (only if use_noise)
 
+    Regions: the style matrix has one row per *region channel*, the first num_regions channels of the
+    segmap (the classes, and the don't-care class when the dataset has one: both partition the image, so
+    every pixel belongs to exactly one region and region-wise pooling is a true average). Channels after
+    them (the instance-edge channel) overlap the regions and are not regions: they reach gamma/beta only
+    through the mask-only SPADE branch, as in SPADE. num_regions defaults to label_nc (no edge channel).
+
     Fast form: the (B, S, H, W) style map is never built. A conv is linear, so
     conv(sum_k mu_k m_k) = sum_k (W . mu_k) * m_k: each sample's style vectors are folded into a kernel over
     the K mask channels and one grouped conv (groups=B) runs on the mask. Zero padding keeps this exact
@@ -171,14 +177,19 @@ class SEAN(nn.Module):
     """
 
     def __init__(self, norm_nc: int, label_nc: int, style_dim: int = 512, hidden: int = 128,
-                 kernel_size: int = 3, param_free: str = "batch", use_noise: bool = True):
+                 kernel_size: int = 3, param_free: str = "batch", use_noise: bool = True,
+                 num_regions: int | None = None):
         super().__init__()
         self.norm_nc, self.label_nc, self.style_dim, self.use_noise = norm_nc, label_nc, style_dim, use_noise
+        self.num_regions = label_nc if num_regions is None else num_regions
+        if not 1 <= self.num_regions <= label_nc:
+            raise ValueError(f"SEAN: num_regions must be in 1..label_nc={label_nc}, got {num_regions}")
         self.param_free_norm = make_param_free_norm(param_free, norm_nc)
-        # one Linear(style_dim, style_dim) per class, stacked; init as nn.Linear: U(-1/sqrt(in), 1/sqrt(in))
+        # one Linear(style_dim, style_dim) per region class, stacked; init as nn.Linear: U(-1/sqrt(in), ..)
         bound = 1.0 / math.sqrt(style_dim)
-        self.fc_mu_weight = nn.Parameter(torch.empty(label_nc, style_dim, style_dim).uniform_(-bound, bound))
-        self.fc_mu_bias = nn.Parameter(torch.empty(label_nc, style_dim).uniform_(-bound, bound))
+        R = self.num_regions
+        self.fc_mu_weight = nn.Parameter(torch.empty(R, style_dim, style_dim).uniform_(-bound, bound))
+        self.fc_mu_bias = nn.Parameter(torch.empty(R, style_dim).uniform_(-bound, bound))
         pw = kernel_size // 2
         self.conv_gamma = nn.Conv2d(style_dim, norm_nc, kernel_size, padding=pw)
         self.conv_beta = nn.Conv2d(style_dim, norm_nc, kernel_size, padding=pw)
@@ -190,10 +201,10 @@ class SEAN(nn.Module):
             self.noise_var = nn.Parameter(torch.zeros(norm_nc))
 
     def _check_style_codes(self, style_codes: torch.Tensor, batch: int) -> None:
-        expected = (batch, self.label_nc, self.style_dim)
+        expected = (batch, self.num_regions, self.style_dim)
         if tuple(style_codes.shape) != expected:
             raise ValueError(
-                f"SEAN expected style_codes of shape (B, {self.label_nc}, {self.style_dim}) = {expected}, "
+                f"SEAN expected style_codes of shape (B, num_regions, style_dim) = {expected}, "
                 f"got {tuple(style_codes.shape)}"
             )
 
@@ -211,7 +222,7 @@ class SEAN(nn.Module):
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor, style_codes: torch.Tensor,
                 noise: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, norm_nc, H, W), segmap (B, label_nc, *, *), style_codes (B, label_nc, style_dim) -> like x.
+        """x (B, norm_nc, H, W), segmap (B, label_nc, *, *), style_codes (B, num_regions, style_dim) -> like x.
 
         noise: optional (B, 1, H, W) standard-normal draw (tests pass one to compare with the oracle).
         """
@@ -227,9 +238,10 @@ class SEAN(nn.Module):
         normalized = self.param_free_norm(x)
 
         segmap = _resize(segmap, x.shape[2:]).to(x.dtype)
-        B, K, H, W = segmap.shape
+        regions = segmap[:, :self.num_regions]  # the style branch sees only the region channels
+        B, K, H, W = regions.shape
         C = self.norm_nc
-        mu = self.style_mu(style_codes.to(x.dtype), segmap)  # (B, K, S)
+        mu = self.style_mu(style_codes.to(x.dtype), regions)  # (B, K, S)
         a_g = torch.sigmoid(self.blending_gamma)
         a_b = torch.sigmoid(self.blending_beta)
 
@@ -252,7 +264,7 @@ class SEAN(nn.Module):
         # fold each sample's style vectors into a kernel over the K mask channels: (B, 2C, K, kh, kw) ...
         kernel = torch.einsum("csij,bks->bckij", w_s, mu)
         # ... and run it as one grouped conv, group b = sample b (its K mask channels -> its 2C outputs)
-        style = F.conv2d(segmap.reshape(1, B * K, H, W), kernel.reshape(B * 2 * C, K, kh, kw),
+        style = F.conv2d(regions.reshape(1, B * K, H, W), kernel.reshape(B * 2 * C, K, kh, kw),
                          padding=pad, groups=B)
         gamma_beta = gamma_beta + style.reshape(B, 2 * C, H, W)
         gamma, beta = gamma_beta.split(C, dim=1)
@@ -270,23 +282,33 @@ class CLADE(nn.Module):
 
     Parameters as the official ClassAffine: weight (label_nc, norm_nc) ~ U(0, 1), bias (label_nc, norm_nc) 0,
     out = norm(x) * weight[label] + bias[label] (CLADE uses a plain gamma, not 1 + gamma).
+
+    label_nc counts the class channels (with don't-care). An instance-edge channel (use_edges, the segmap's
+    last channel) is not a class a pixel can be looked up by, so, as the official CLADE, it goes through its
+    own 1x1 conv and is appended as one extra output channel (the next convs take norm_nc + 1 inputs).
     """
 
-    def __init__(self, norm_nc: int, label_nc: int, param_free: str = "batch"):
+    def __init__(self, norm_nc: int, label_nc: int, param_free: str = "batch", use_edges: bool = False):
         super().__init__()
-        self.norm_nc, self.label_nc = norm_nc, label_nc
+        self.norm_nc, self.label_nc, self.use_edges = norm_nc, label_nc, use_edges
         self.param_free_norm = make_param_free_norm(param_free, norm_nc)
         self.weight = nn.Parameter(torch.empty(label_nc, norm_nc).uniform_(0, 1))
         self.bias = nn.Parameter(torch.zeros(label_nc, norm_nc))
+        if use_edges:
+            self.edge_conv = nn.Conv2d(1, 1, 1)
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-        _check_segmap("CLADE", segmap, x, self.label_nc)
+        _check_segmap("CLADE", segmap, x, self.label_nc + int(self.use_edges))
         normalized = self.param_free_norm(x)
-        label = _resize(segmap, x.shape[2:]).argmax(dim=1)  # (B, H, W); a lookup needs one label per pixel
+        segmap = _resize(segmap, x.shape[2:]).to(x.dtype)
+        label = segmap[:, :self.label_nc].argmax(dim=1)  # (B, H, W); a lookup needs one label per pixel
         # \gamma_{c,y,x} = \Gamma_{l(y,x), c},  \beta_{c,y,x} = B_{l(y,x), c}: a table lookup per pixel
         gamma = F.embedding(label, self.weight).permute(0, 3, 1, 2)
         beta = F.embedding(label, self.bias).permute(0, 3, 1, 2)
-        return normalized * gamma + beta
+        out = normalized * gamma + beta
+        if self.use_edges:
+            out = torch.cat([out, self.edge_conv(segmap[:, self.label_nc:])], dim=1)
+        return out
 
 
 # ----------------------------------------------------------------------------------------------------------

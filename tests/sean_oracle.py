@@ -20,7 +20,7 @@ def sean_loop_forward(layer, x, segmap, style_codes, noise=None):
     normalized = layer.param_free_norm(x)
     segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
 
-    B, K, H, W = segmap.shape
+    B, H, W, K = segmap.shape[0], segmap.shape[2], segmap.shape[3], layer.num_regions  # regions come first
     S = layer.style_dim
     style_map = torch.zeros(B, S, H, W, dtype=x.dtype)
     for i in range(B):

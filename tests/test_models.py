@@ -326,3 +326,28 @@ def test_sean_last_block_is_mask_only():
     assert kinds.pop("up_3") == "SPADEWithNoise"
     assert set(kinds.values()) == {"SEAN"}
     assert G.up_2.norm_0.fc_mu_weight.shape[0] == K  # one FC per class, any number of classes
+
+
+@pytest.mark.parametrize("name", ["sean", "clade"])
+def test_instance_edges_reach_the_generator_but_are_no_class(name):
+    """An edge channel after the K classes: SEAN pools no style for it and CLADE does not drop it."""
+    torch.manual_seed(0)
+    kw = dict(style_dim=16) if name == "sean" else {}
+    G = models.build_generator(name, K + 1, ngf=8, crop_size=32, use_edges=True, **kw).eval()
+    models.init_weights(G, gain=1.0)  # a trained-like scale, so the edge map visibly matters
+    seg = torch.cat([make_segmap(1, 32, 32), torch.zeros(1, 1, 32, 32)], 1)
+    edged = seg.clone()
+    edged[:, K, 10:12] = 1
+    image = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        if name == "sean":
+            codes = G.encode_style(image, edged)
+            assert codes.shape == (1, K, 16)
+            torch.testing.assert_close(codes, G.encode_style(image, seg))  # edges change no region's style
+            torch.manual_seed(1)
+            a = G(edged, style_codes=codes)
+            torch.manual_seed(1)
+            b = G(seg, style_codes=codes)
+        else:
+            a, b = G(edged), G(seg)
+    assert (a - b).abs().max() > 1e-4

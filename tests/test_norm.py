@@ -306,9 +306,43 @@ def test_bad_segmap_channels():
 def test_bad_style_codes_shape():
     x, m = torch.randn(4, 8, 6, 6), torch.zeros(4, 19, 6, 6)
     sean = SEAN(8, 19, hidden=8)  # style_dim 512
-    msg = "SEAN expected style_codes of shape (B, 19, 512) = (4, 19, 512), got (4, 18, 512)"
+    msg = "SEAN expected style_codes of shape (B, num_regions, style_dim) = (4, 19, 512), got (4, 18, 512)"
     with pytest.raises(ValueError) as err:
         sean(x, m, torch.zeros(4, 18, 512))
     assert str(err.value) == msg
     with pytest.raises(ValueError, match=r"= \(4, 19, 512\), got \(4, 19\)"):
         sean(x, m, torch.zeros(4, 19))
+
+
+def test_sean_edge_channel_is_no_region_and_loop_oracle_agrees():
+    """With an instance-edge channel after the K classes, SEAN keeps K style rows (the edges overlap the
+    regions and would break region averaging); the edge map still moves gamma/beta through the SPADE branch."""
+    torch.manual_seed(0)
+    K, C, S, B = 4, 6, 8, 2
+    layer = SEAN(C, K + 1, style_dim=S, hidden=8, num_regions=K, use_noise=False, param_free="instance")
+    _randomize(layer, 0)
+    assert layer.fc_mu_weight.shape == (K, S, S)
+    x, codes = torch.randn(B, C, 10, 10), torch.randn(B, K, S)
+    seg = torch.cat([random_onehot(B, K, (10, 10), [0, 1, 3]), torch.zeros(B, 1, 10, 10)], 1)
+    seg[:, K, 4:6] = 1  # an edge band across the classes
+    torch.testing.assert_close(layer(x, seg, codes), sean_loop_forward(layer, x, seg, codes), atol=1e-5,
+                               rtol=1e-5)
+    no_edges = seg.clone()
+    no_edges[:, K] = 0
+    assert (layer(x, seg, codes) - layer(x, no_edges, codes)).abs().max() > 1e-4
+    with pytest.raises(ValueError, match=r"\(B, num_regions, style_dim\) = \(2, 4, 8\)"):
+        layer(x, seg, torch.randn(B, K + 1, S))
+
+
+def test_clade_appends_the_edge_channel_instead_of_dropping_it():
+    torch.manual_seed(0)
+    K, C = 4, 6
+    layer = CLADE(C, K, param_free="instance", use_edges=True)
+    x = torch.randn(1, C, 8, 8)
+    seg = torch.cat([random_onehot(1, K, (8, 8), [0, 2]), torch.zeros(1, 1, 8, 8)], 1)
+    with_edges = seg.clone()
+    with_edges[:, K, :, 3] = 1
+    out = layer(x, with_edges)
+    assert out.shape == (1, C + 1, 8, 8)
+    torch.testing.assert_close(out[:, :C], layer(x, seg)[:, :C])  # the class lookup is untouched
+    assert (out[:, C] - layer(x, seg)[:, C]).abs().max() > 0  # the edges arrive through their own conv

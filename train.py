@@ -138,7 +138,8 @@ class Args:
     niter_decay: int = 100
     """epochs of linear learning-rate decay towards 0 after niter"""
     max_steps: int = 0
-    """stop after this many optimizer steps in total (0 = train all epochs)"""
+    """a cap on the optimizer steps in total (0 = none): a run ends after niter + niter_decay epochs or
+    max_steps steps, whichever comes first (the start-of-run line says which)"""
     seed: int = 0
     """seed of initialisation, data order and noise"""
     # --- hardware -------------------------------------------------------------------------------------------
@@ -243,23 +244,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Fields that shape the networks' weights: a resumed run must keep the checkpoint's values.
+ARCHITECTURE = ("model", "vae", "dataset", "crop_size", "aspect_ratio", "use_instance", "ngf", "ndf", "num_D",
+                "n_layers_D", "z_dim", "style_dim", "num_upsampling_layers", "param_free")
+# Lower bounds of the counts and sizes, checked before anything is created.
+MINIMUM = dict(crop_size=1, synthetic_length=1, num_workers=0, ngf=1, ndf=1, num_D=1, n_layers_D=1, z_dim=1,
+               style_dim=1, batch_size=1, niter=0, niter_decay=0, max_steps=0, threads=0, log_every=1,
+               sample_every=1, save_every=1, keep_checkpoints=0, aspect_ratio=1e-6, lr_G=0.0, lr_D=0.0)
+
+
 def parse_args(argv=None) -> Args:
     """Dataclass defaults <- preset <- (config saved in the --resume checkpoint) <- explicit flags."""
     given = vars(build_parser().parse_args(argv))
     preset = given.get("preset", Args.preset)
     values = asdict(Args())
     if given.get("resume"):
-        ckpt = load_checkpoint(find_checkpoint(given["resume"]), "cpu", mmap=True)  # only the config is read
+        given["resume"], ckpt = resolve_resume(given["resume"])  # only the config is read here
         saved = {k: v for k, v in ckpt["config"].items() if k in values}
-        for key in ("model", "vae"):
-            if key in given and given[key] != saved[key]:
-                raise SystemExit(f"error: checkpoint {given['resume']!r} was trained with --{key} "
-                                 f"{saved[key]}, not {given[key]}")
+        differ = [k for k in ARCHITECTURE if k in given and k in saved and given[k] != saved[k]]
+        if differ:
+            flags = ", ".join(f"--{k.replace('_', '-')} {given[k]} (checkpoint: {saved[k]})" for k in differ)
+            raise SystemExit(f"error: checkpoint {given['resume']!r} was trained with other network settings: "
+                             f"{flags}; drop these flags to resume, or start a new run (another --name)")
         values.update(saved)
     else:
         values.update(PRESETS[preset])
     values.update(given)
     args = Args(**values)
+    for key, low in MINIMUM.items():
+        if getattr(args, key) < low:
+            raise SystemExit(f"error: --{key.replace('_', '-')} {getattr(args, key)} must be "
+                             f"{'positive' if low > 0 else 'at least 0'}")
+    if args.niter + args.niter_decay < 1:
+        raise SystemExit("error: --niter + --niter-decay must be at least 1 epoch")
     if args.vae and args.model != "spade":
         raise SystemExit(f"error: --vae is SPADE's image encoder (--model spade), not for {args.model}")
     if not args.name:
@@ -308,6 +325,37 @@ def list_checkpoints(run_dir: str) -> list[str]:
     return sorted(f for f in os.listdir(run_dir) if f.startswith("ckpt_") and f.endswith(".pt"))
 
 
+def resolve_resume(path: str) -> tuple[str, dict]:
+    """--resume PATH -> (the checkpoint file, its contents memory-mapped on the CPU). A run folder gives its
+    newest checkpoint that loads: one cut short (a crash mid-copy, a full disk) is skipped with a note; an
+    unreadable file given by name is an error that names the newest good checkpoint beside it."""
+    names = list_checkpoints(path) if os.path.isdir(path) else [os.path.basename(path)]
+    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    if not names:
+        raise SystemExit(f"error: no checkpoint (ckpt_*.pt) in {path!r}")
+    if not os.path.isfile(os.path.join(folder, names[-1])):
+        raise SystemExit(f"error: checkpoint {path!r} does not exist")
+    unreadable = []
+    for name in reversed(names):
+        try:
+            ckpt = read_checkpoint(os.path.join(folder, name), "cpu", mmap=True)
+        except ValueError as e:
+            unreadable.append(str(e))
+            continue
+        if unreadable and os.environ.get("RANK", "0") == "0":
+            print(f"note: {unreadable[0]}; resuming from the newest readable one, {name}", file=sys.stderr)
+        return os.path.join(folder, name), ckpt
+    good = [n for n in list_checkpoints(folder) if n != names[-1]] if os.path.isdir(folder) else []
+    for name in reversed(good):
+        try:
+            read_checkpoint(os.path.join(folder, name), "cpu", mmap=True)
+        except ValueError:
+            continue
+        raise SystemExit(f"error: {unreadable[0]}. The newest readable checkpoint beside it is "
+                         f"{os.path.join(folder, name)!r}: resume from that, or from the folder")
+    raise SystemExit(f"error: {unreadable[0]}")
+
+
 def find_checkpoint(path: str) -> str:
     """A checkpoint file, or the newest ckpt_*.pt of a run folder."""
     if os.path.isdir(path):
@@ -320,15 +368,33 @@ def find_checkpoint(path: str) -> str:
     return path
 
 
-def load_checkpoint(path: str, device, mmap: bool = False) -> dict:
+def read_checkpoint(path: str, device, mmap: bool = False) -> dict:
+    """torch.load(weights_only=True) of a train.py checkpoint; ValueError saying why it cannot be used."""
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except Exception as e:
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise SystemExit(f"error: cannot read checkpoint {path!r}: {type(e).__name__}: {first}") from None
+        first = (str(e).splitlines() or [""])[0].split(". ")[0]  # torch's zip errors run on for lines
+        raise ValueError(f"cannot read checkpoint {path!r}: {type(e).__name__}: {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT or "config" not in ckpt:
-        raise SystemExit(f"error: {path!r} is not a train.py checkpoint")
+        raise ValueError(f"{path!r} is not a train.py checkpoint")
     return ckpt
+
+
+def load_checkpoint(path: str, device, mmap: bool = False) -> dict:
+    try:
+        return read_checkpoint(path, device, mmap)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def remove_stale_temp_files(run_dir: str) -> list[str]:
+    """Delete the temp files of checkpoint writes that were killed (kill -9, power loss) before the rename."""
+    if not os.path.isdir(run_dir):
+        return []
+    stale = sorted(f for f in os.listdir(run_dir) if f.startswith("ckpt_") and ".pt.tmp" in f)
+    for f in stale:
+        os.remove(os.path.join(run_dir, f))
+    return stale
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -457,6 +523,40 @@ def build_networks(args: Args, semantic_nc: int, use_edges: bool = False):
                                        num_D=args.num_D)
     E = models.ConvEncoder(ngf=args.ngf, crop_size=args.crop_size, z_dim=args.z_dim) if args.vae else None
     return G, D, E
+
+
+def plan_line(args: Args, steps_per_epoch: int, total_steps: int) -> str:
+    """What will run: epochs x steps, and whether --max-steps or the epoch count ends the run."""
+    epochs = args.niter + args.niter_decay
+    line = (f"training for {total_steps} steps: {epochs} epochs (niter {args.niter} + niter_decay "
+            f"{args.niter_decay}) x {steps_per_epoch} steps/epoch")
+    if args.max_steps and args.max_steps < epochs * steps_per_epoch:
+        return line.replace(": ", f": --max-steps {args.max_steps} stops it before the ", 1)
+    if args.max_steps:
+        line += (f"; --max-steps {args.max_steps} is not reached (it is a cap): raise --niter/--niter-decay "
+                 f"or --synthetic-length for more")
+    return line
+
+
+def check_norm_fits(args: Args, per_rank_batch: int, d: Dist, device: torch.device) -> None:
+    """A normalization needs more than one value per channel. The generator's first block runs at
+    (crop / 2^n_up) pixels, 1x1 at crop 32: instance norm cannot work there, batch norm only with batch > 1."""
+    if args.model == "pix2pixhd":  # its own encoder-decoder never goes below crop / 8
+        return
+    if args.param_free == "syncbatch" and d.enabled and device.type == "cuda":
+        per_rank_batch *= d.world  # statistics over all processes' images
+    n_up = {"normal": 5, "more": 6, "most": 7}[args.num_upsampling_layers]
+    sw = args.crop_size // 2**n_up
+    pixels = round(sw / args.aspect_ratio) * sw
+    values = pixels if args.param_free == "instance" else per_rank_batch * pixels
+    if values >= 2:
+        return
+    fixes = ([] if pixels < 2 or args.param_free == "instance" else ["--param-free instance"]) + (
+        [] if args.param_free == "instance" else ["a --batch-size of 2 or more per process"])
+    fixes.append(f"--crop-size {2 ** (n_up + 1) * max(1, round(args.aspect_ratio))} or more")
+    raise SystemExit(f"error: --param-free {args.param_free} needs more than one value per channel, but the "
+                     f"generator's first block is {pixels} pixel(s) x {per_rank_batch} image(s) per process; "
+                     f"use {' or '.join(fixes)}")
 
 
 def lr_factor(niter: int, niter_decay: int):
@@ -640,6 +740,7 @@ def train(args: Args, d: Dist, device: torch.device) -> dict:
     total_steps = total_epochs * steps_per_epoch
     if args.max_steps:
         total_steps = min(total_steps, args.max_steps)
+    check_norm_fits(args, per_rank_batch, d, device)
 
     # Same initial weights on every rank (DDP also broadcasts rank 0's), then per-rank noise streams.
     torch.manual_seed(args.seed)
@@ -699,6 +800,9 @@ def train(args: Args, d: Dist, device: torch.device) -> dict:
     log_path = os.path.join(run_dir, "log.jsonl")
     tb = None
     if d.main:
+        stale = remove_stale_temp_files(run_dir)
+        if stale:
+            log(f"removed {len(stale)} temp file(s) of an interrupted checkpoint write: {', '.join(stale)}")
         os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
         with open(os.path.join(run_dir, "args.json"), "w") as f:
             json.dump(asdict(args), f, indent=2)
@@ -717,8 +821,8 @@ def train(args: Args, d: Dist, device: torch.device) -> dict:
         n_g, n_d = models.count_parameters(unwrap(G)), models.count_parameters(D_plain)
         log(f"{args.model}{' +VAE' if args.vae else ''} on {args.dataset} ({len(dataset)} images, "
             f"{semantic_nc} input channels) | G {n_g / 1e6:.2f}M D {n_d / 1e6:.2f}M params | device {device}"
-            f"{f' x{d.world}' if d.enabled else ''} | {steps_per_epoch} steps/epoch, {total_steps} steps | "
-            f"run dir {run_dir}")
+            f"{f' x{d.world}' if d.enabled else ''} | run dir {run_dir}")
+        log(plan_line(args, steps_per_epoch, total_steps))
 
     def checkpoint() -> str | None:
         rngs = [rng_state()]
@@ -741,8 +845,8 @@ def train(args: Args, d: Dist, device: torch.device) -> dict:
                 os.remove(os.path.join(run_dir, f))
         return path
 
-    def last_checkpoint() -> str:
-        names = list_checkpoints(run_dir)
+    def last_checkpoint() -> str:  # this run's newest; the folder may hold a larger step of an older run
+        names = [n for n in list_checkpoints(run_dir) if int(n[5:-3]) <= step]
         return os.path.join(run_dir, names[-1]) if names else "none saved yet"
 
     def stop_nonfinite(terms: dict, which: str) -> None:

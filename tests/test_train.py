@@ -226,13 +226,65 @@ def test_bad_input_gives_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit, match="does not exist"):
         train.parse_args(["--resume", str(tmp_path / "missing.pt")])
     train.main(tiny(tmp_path, "--max-steps", 1, "--name", "s"))
-    with pytest.raises(SystemExit, match=r"was trained with --model spade, not sean"):
+    with pytest.raises(SystemExit, match=r"other network settings: --model sean \(checkpoint: spade\)"):
         train.parse_args(["--resume", str(tmp_path / "s"), "--model", "sean"])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="cannot read checkpoint"):
         train.parse_args(["--resume", str(tmp_path / "junk.pt")])
     for msg in (str(e.value),):
         assert "\n" not in msg
+
+
+def test_counts_and_sizes_are_checked_before_a_run_folder_exists(tmp_path):
+    for flag, value, msg in (("--max-steps", -3, "--max-steps -3 must be at least 0"),
+                             ("--batch-size", -2, "--batch-size -2 must be positive"),
+                             ("--batch-size", 0, "--batch-size 0 must be positive"),
+                             ("--ngf", 0, "--ngf 0 must be positive")):
+        with pytest.raises(SystemExit, match=msg):
+            train.main(tiny(tmp_path, flag, value, "--name", "bad"))
+    with pytest.raises(SystemExit, match="at least 1 epoch"):
+        train.main(tiny(tmp_path, "--niter", 0, "--niter-decay", 0, "--name", "bad"))
+    # batch 1 at 32x32: the generator starts at 1x1, no normalization can work there -> say what does
+    with pytest.raises(SystemExit, match=r"--param-free batch needs more than one value per channel.*"
+                                         r"--batch-size of 2 or more.*--crop-size 64 or more"):
+        train.main(tiny(tmp_path, "--batch-size", 1, "--name", "bad"))
+    with pytest.raises(SystemExit, match=r"--param-free instance .* use --crop-size 64 or more"):
+        train.main(tiny(tmp_path, "--batch-size", 1, "--param-free", "instance", "--name", "bad"))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_start_line_says_what_max_steps_does(tmp_path, capsys):
+    train.main(tiny(tmp_path, "--max-steps", 1000, "--name", "cap"))  # 3 epochs x 4 steps = 12 steps
+    out = capsys.readouterr().out
+    assert "training for 12 steps: 3 epochs" in out and "--max-steps 1000 is not reached (it is a cap)" in out
+    assert "whichever comes first" in " ".join(train.build_parser().format_help().split())
+
+
+def test_resume_refuses_other_network_flags_in_one_line(tmp_path):
+    train.main(tiny(tmp_path, "--max-steps", 1, "--name", "arch"))
+    with pytest.raises(SystemExit) as e:
+        train.parse_args(["--resume", str(tmp_path / "arch"), "--ngf", "4", "--num-D", "3", "--lr-G", "1e-3"])
+    msg = str(e.value)
+    assert "--ngf 4 (checkpoint: 8), --num-D 3 (checkpoint: 2)" in msg and "lr" not in msg and "\n" not in msg
+    assert train.parse_args(["--resume", str(tmp_path / "arch"), "--ngf", "8", "--lr-G", "1e-3"]).lr_G == 1e-3
+
+
+def test_resume_skips_a_truncated_checkpoint_and_removes_stale_temp_files(tmp_path, capsys):
+    train.main(tiny(tmp_path, "--max-steps", 3, "--save-every", 1, "--keep-checkpoints", 0, "--name", "cut"))
+    run = tmp_path / "cut"
+    newest = run / "ckpt_00000003.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # cut short, as by a full disk
+    (run / "ckpt_00000004.pt.tmp4242").write_bytes(b"half a checkpoint")  # kill -9 during a write
+    with pytest.raises(SystemExit, match=r"cannot read checkpoint .*ckpt_00000003.pt.*newest readable "
+                                         r"checkpoint beside it is .*ckpt_00000002.pt"):
+        train.parse_args(["--resume", str(newest)])
+    out = train.main(["--resume", str(run), "--max-steps", "4"])
+    captured = capsys.readouterr()
+    assert "ckpt_00000003.pt" in captured.err and "resuming from the newest readable one, ckpt_00000002.pt" \
+        in captured.err
+    assert "removed 1 temp file(s)" in captured.out
+    assert out["step"] == 4 and not list(run.glob("*.tmp*"))
+    assert torch.load(newest, weights_only=True)["step"] == 3  # rewritten whole by the resumed run
 
 
 def test_vgg_loss_never_falls_back_to_random_weights(tmp_path, monkeypatch):

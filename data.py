@@ -622,14 +622,103 @@ def _open(path: str) -> Image.Image:
         raise DataError(f"{path}: cannot read image file ({e})") from e
 
 
-def read_label_file(path: str) -> np.ndarray:
-    """Single-channel id map (mode L, P, I, I;16 or 1) -> int64 (H, W). Colour label images are rejected."""
+def read_label_file(path: str, palette: dict[int, int] | None = None) -> np.ndarray:
+    """Label map file -> int64 (H, W) ids as the dataset stores them. Single-channel maps (mode L, P, I,
+    I;16 or 1) hold the ids; colour maps (RGB/RGBA, one colour per class, as annotation tools export them)
+    are decoded with `palette` (see load_palette), and need one."""
     im = _open(path)
+    if im.mode in ("RGB", "RGBA"):
+        if palette is None:
+            raise DataError(f"{path}: label image is a colour image ({im.mode}); pass a palette (--palette "
+                            f"FILE.json or one of {', '.join(BUILTIN_PALETTES)}) to map its colours to class "
+                            f"ids, or convert it to a single-channel map of ids")
+        return decode_colours(np.asarray(im.convert("RGB")), palette, path)
     if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L", "1"):
         raise DataError(f"{path}: label/instance image has mode {im.mode}; expected a single-channel map of "
-                        f"integer ids (mode L, P or 16-bit), not a colour image. Convert colour-coded labels "
-                        f"to ids first")
+                        f"integer ids (mode L, P or 16-bit) or a colour image with a palette")
     return np.asarray(im).astype(np.int64)
+
+
+# Colour label maps. A palette maps colours to the ids the dataset's files hold. Built in: the colours the
+# official SPADE code draws each dataset's ids with (its labelcolormap), which the GauGAN demo also used.
+CITYSCAPES_COLOURS = np.array([  # by labelId 0..34, as the Cityscapes label definitions
+    (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (111, 74, 0), (81, 0, 81), (128, 64, 128),
+    (244, 35, 232), (250, 170, 160), (230, 150, 140), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (180, 165, 180), (150, 100, 100), (150, 120, 90), (153, 153, 153), (153, 153, 153), (250, 170, 30),
+    (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142),
+    (0, 0, 70), (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+    (0, 0, 142)], dtype=np.uint8)
+# COCO-Stuff ids the GauGAN palette paints in natural colours: sea, sky-other, tree, clouds, grass.
+COCO_NATURAL_COLOURS = {154: (54, 62, 167), 156: (95, 219, 255), 168: (140, 104, 47), 105: (170, 170, 170),
+                        123: (29, 195, 49)}
+
+
+def spade_colormap(n: int) -> np.ndarray:
+    """The official SPADE code's colours for ids 0..n-1: the bits of id + 1 spread over r, g, b (so id 0
+    gets a colour too), 7 bits per channel. uint8 (n, 3)."""
+    ids = np.arange(n) + 1
+    pal = np.zeros((n, 3), dtype=np.int64)
+    for bit in range(7):
+        for ch in range(3):
+            pal[:, ch] |= ((ids >> (3 * bit + ch)) & 1) << (7 - bit)
+    return pal.astype(np.uint8)
+
+
+def _coco_colours() -> np.ndarray:
+    pal = spade_colormap(182)
+    for k, rgb in COCO_NATURAL_COLOURS.items():
+        pal[k] = rgb
+    return pal
+
+
+BUILTIN_PALETTES = {  # name -> colours indexed by the id the dataset's files store
+    "cityscapes": lambda: CITYSCAPES_COLOURS,
+    "ade20k": lambda: spade_colormap(151),  # raw ids: 0 = unknown, 1..150 the classes
+    "coco": _coco_colours,
+    "synthetic": lambda: PALETTE,
+}
+
+
+def load_palette(spec) -> dict[int, int]:
+    """A palette as {0xRRGGBB: id}. spec: a built-in name (BUILTIN_PALETTES), an array of colours indexed by
+    id, or a JSON file holding either a list of [r, g, b] (index = id) or an object {"#rrggbb": id}. Where
+    two ids share a colour (Cityscapes' void classes 0-4, pole/polegroup) the first id wins."""
+    if isinstance(spec, str) and spec in BUILTIN_PALETTES:
+        spec = BUILTIN_PALETTES[spec]()
+    elif isinstance(spec, (str, Path)):
+        try:
+            spec = json.loads(Path(spec).read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(f"palette {spec}: not a built-in name ({', '.join(BUILTIN_PALETTES)}) nor a "
+                            f"readable JSON file ({e})") from e
+    if isinstance(spec, dict):
+        try:
+            return {int(str(c).lstrip("#"), 16): int(i) for c, i in spec.items()}
+        except ValueError as e:
+            raise DataError(f"palette: expected {{\"#rrggbb\": id, ...}} ({e})") from e
+    colours = np.asarray(spec, dtype=np.int64)
+    if colours.ndim != 2 or colours.shape[1] != 3 or (colours < 0).any() or (colours > 255).any():
+        raise DataError("palette: expected a list of [r, g, b] (0..255) per id, or {\"#rrggbb\": id}")
+    codes = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
+    lookup: dict[int, int] = {}
+    for i, c in enumerate(codes.tolist()):
+        lookup.setdefault(c, i)
+    return lookup
+
+
+def decode_colours(rgb: np.ndarray, palette: dict[int, int], path: str) -> np.ndarray:
+    """(H, W, 3) uint8 colours -> int64 (H, W) ids; a colour outside the palette is an error that names the
+    file, the colour and the first pixel that has it."""
+    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    uniq, inverse = np.unique(codes, return_inverse=True)
+    unknown = [c for c in uniq.tolist() if c not in palette]
+    if unknown:
+        c = unknown[0]
+        y, x = (int(v) for v in np.argwhere(codes == c)[0])
+        more = f" (and {len(unknown) - 1} more colours)" if len(unknown) > 1 else ""
+        raise DataError(f"{path}: colour ({c >> 16}, {(c >> 8) & 255}, {c & 255}) at pixel (x={x}, y={y}) is "
+                        f"not in the palette{more}")
+    return np.array([palette[c] for c in uniq.tolist()], dtype=np.int64)[inverse].reshape(codes.shape)
 
 
 def read_image_file(path: str) -> torch.Tensor:
@@ -654,9 +743,11 @@ class PairedFolderDataset(Dataset):
 
     def __init__(self, pairs: list[tuple[str, ...]], info: DatasetInfo, split: str = "train",
                  size: int | tuple[int, int] | None = None, preprocess_mode: str | None = None,
-                 load_size: int | None = None, flip: bool = True, use_instance: bool = True):
+                 load_size: int | None = None, flip: bool = True, use_instance: bool = True,
+                 palette=None):
         self.pairs = pairs
         self.info = info
+        self.palette = None if palette is None else load_palette(palette)  # for colour label maps
         self.train = split == "train"
         self.use_instance = use_instance and info.has_instance
         self.mode = preprocess_mode or info.preprocess_mode
@@ -678,8 +769,9 @@ class PairedFolderDataset(Dataset):
         return len(self.pairs)
 
     def map_label(self, raw: np.ndarray, path: str) -> np.ndarray:
-        """Raw file ids -> training ids; an on-disk 255 is don't-care (official: 255 -> label_nc). Any other id
-        outside 0..label_nc-1 is an error, even one equal to the internal don't-care id (COCO-Stuff's 182)."""
+        """Raw file ids -> training ids; an on-disk 255 is don't-care (official: 255 -> label_nc). Any other
+        id outside 0..label_nc-1 is an error, even one equal to the internal don't-care id (COCO-Stuff's
+        182)."""
         bad = (raw < 0) | (raw >= self.info.label_nc)
         if self.info.contain_dontcare:
             bad &= raw != 255
@@ -716,7 +808,7 @@ class PairedFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         label_path, image_path, *rest = self.pairs[index]
-        raw = read_label_file(label_path)
+        raw = read_label_file(label_path, self.palette)
         label = self.map_label(raw, label_path)
         self.check_label(label, label_path)
         image = read_image_file(image_path)
@@ -848,9 +940,10 @@ class FacadesDataset(PairedFolderDataset):
 
 
 class CustomFolderDataset(PairedFolderDataset):
-    """Any folder root/images, root/labels (single-channel ids) and optional root/instances, paired by file
-    name. label_nc / contain_dontcare come from the arguments or from root/info.json (written by
-    `export_folder`)."""
+    """Any folder root/images, root/labels and optional root/instances, paired by file name. label_nc /
+    contain_dontcare come from the arguments or from root/info.json (written by `export_folder`). Labels are
+    single-channel id maps, or colour images with a palette (palette=..., or "palette" in info.json: a
+    built-in name or a JSON file in the folder)."""
 
     def __init__(self, root, split="train", label_nc: int | None = None, contain_dontcare: bool | None = None,
                  class_names=None, use_instance=True, **kw):
@@ -865,6 +958,9 @@ class CustomFolderDataset(PairedFolderDataset):
         if label_nc is None:
             raise DataError(f"custom dataset {root}: pass label_nc=... or provide {root / 'info.json'}")
         dc = contain_dontcare if contain_dontcare is not None else meta.get("contain_dontcare", False)
+        if kw.get("palette") is None and meta.get("palette"):  # a name, or a file beside info.json
+            pal = meta["palette"]
+            kw["palette"] = pal if pal in BUILTIN_PALETTES else root / pal
         has_inst = (root / "instances").is_dir()
         crop = int(meta.get("crop_size", 256))  # an export remembers its size; official custom default: 256
         info = DatasetInfo(name="custom", label_nc=int(label_nc), contain_dontcare=bool(dc),

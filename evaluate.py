@@ -733,6 +733,108 @@ def load_generator(checkpoint_path: str | os.PathLike, device: str = "cpu") -> L
                        info, use_instance, args.z_dim, args.seed, asdict(args))
 
 
+@dataclass
+class OfficialModel:
+    """An official checkpoint rebuilt here: networks in eval mode and what is needed to feed them."""
+
+    G: nn.Module
+    E: nn.Module | None
+    """SPADE's VAE encoder (when an encoder file was given), else None"""
+    args: object
+    """train.Args the networks were built from (preset, official defaults, read from weights, overrides)"""
+    info: object
+    """data.DatasetInfo of the label layout (label_nc, don't-care)"""
+    official_ids: bool
+    """ADE20K: the official models take raw annotation ids (data.ADE20KDataset(official_ids=True))"""
+
+
+def load_official(generator, preset: str = "ade20k", encoder=None, *, label_nc: int | None = None,
+                  contain_dontcare: bool | None = None, device: str = "cpu", **overrides) -> OfficialModel:
+    """Build this project's network for an official checkpoint and load its weights (eval mode).
+
+    generator: path of an official latest_net_G.pth (NVlabs/SPADE, ZPdesu/SEAN), or its state dict.
+    preset: the dataset it was trained on, a train.PRESETS name: ade20k (also ADE20K-outdoor), coco,
+      cityscapes, celebamask (SEAN). The options the file does not store (dataset, label count, don't-care,
+      instance channel, upsampling layers, crop size, aspect ratio) come from that preset and the official
+      dataset defaults; the model kind, ngf, VAE / z_dim and SEAN's style length are read
+      from the weights.
+    encoder: latest_net_E.pth (or its state dict) of a SPADE+VAE generator: E is then loaded too.
+    label_nc, contain_dontcare: another label layout than the dataset's; **overrides: any train.Args field
+      (crop_size, aspect_ratio, use_instance, num_upsampling_layers, ...).
+    Raises models.OfficialCheckpointError listing every key that does not fit (models.convert_official_state).
+    """
+    import dataclasses
+
+    import data
+    import models
+    import train
+
+    state = models.read_official_state(generator, "generator")
+    dataset = train.PRESETS.get(preset, {}).get("dataset")
+    if not hasattr(data.DATASETS.get(dataset), "INFO"):
+        raise ValueError(f"preset must name a real dataset of train.PRESETS (ade20k, coco, cityscapes, "
+                         f"celebamask), got {preset!r}")
+    # the preset carries the official dataset options (tests/test_train.py checks them against the official
+    # code); the weights fix the model kind, ngf, VAE / z_dim, SEAN's style length and 'most'
+    kw = train.PRESETS[preset] | models.official_options_from_weights(state) | overrides
+    known = {f.name for f in dataclasses.fields(train.Args)}
+    if set(kw) - known:
+        raise ValueError(f"unknown options {sorted(set(kw) - known)}; valid: label_nc, contain_dontcare and "
+                         "the train.Args fields")
+    # the official SPADE norm is sync batch norm: on one process in eval mode that is plain batch norm
+    args = train.Args(**(kw | dict(preset=preset, param_free="batch", lambda_vgg=0.0)))
+    if encoder is not None and not args.vae:
+        raise ValueError("an encoder was given but the generator is not a VAE generator (its fc is a conv)")
+    info = data.DATASETS[args.dataset].INFO
+    if label_nc is not None or contain_dontcare is not None:
+        nc = info.label_nc if label_nc is None else int(label_nc)
+        dc = info.contain_dontcare if contain_dontcare is None else bool(contain_dontcare)
+        info = dataclasses.replace(info, label_nc=nc, contain_dontcare=dc, dontcare_label=nc if dc else None,
+                                   class_names=info.class_names if nc == info.label_nc else ())
+    semantic_nc = info.semantic_nc(args.use_instance)
+    with torch.device(device):
+        G, _D, E = train.build_networks(args, semantic_nc, use_edges=args.use_instance and info.has_instance)
+    where = (f"a {args.model}{'+VAE' if args.vae else ''} generator for '{preset}' ({semantic_nc} input "
+             f"channels, ngf {args.ngf}, {round(args.crop_size / args.aspect_ratio)}x{args.crop_size}, "
+             f"{args.num_upsampling_layers})")
+    try:
+        G.load_state_dict(models.convert_official_state(state, G, "generator"))
+        if encoder is not None:
+            E.load_state_dict(models.convert_official_state(models.read_official_state(encoder, "encoder"), E,
+                                                           "encoder"))
+    except models.OfficialCheckpointError as err:
+        raise models.OfficialCheckpointError(f"{err}\n  built: {where}; is the preset, label count or crop "
+                                             "size "
+                                      "right?") from None
+    return OfficialModel(G.eval(), E.eval() if encoder is not None else None, args, info,
+                         official_ids=args.dataset == "ade20k")
+
+
+def load_official_generator(path: str | os.PathLike, preset: str, encoder: str | None = None,
+                            options: list[str] = (), device: str = "cpu") -> LoadedModel:
+    """An official NVlabs/SPADE or ZPdesu/SEAN checkpoint (latest_net_G.pth, optionally latest_net_E.pth)
+    through models.load_official. options: 'name=value' overrides (crop_size=512, label_nc=..., ...)."""
+    import train
+
+    types = {f.name: type(f.default) for f in fields(train.Args)}
+    types |= {"label_nc": int, "contain_dontcare": bool}
+    kw = {}
+    for item in options:
+        name, _, value = item.partition("=")
+        if name not in types or not value:
+            raise ValueError(f"--official-option {item!r}: write name=value, name one of {sorted(types)}")
+        kw[name] = value.lower() in ("1", "true", "yes") if types[name] is bool else types[name](value)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"official checkpoint {path} does not exist")
+    om = load_official(path, preset, encoder, **kw)
+    a = om.args
+    return LoadedModel(str(path), f"official {a.model}{'+VAE' if a.vae else ''} {preset} ({Path(path).name})",
+                       a.model, bool(a.vae), om.G.to(device), None if om.E is None else om.E.to(device),
+                       a.dataset, None, (round(a.crop_size / a.aspect_ratio), a.crop_size), om.info,
+                       bool(a.use_instance and om.info.has_instance), a.z_dim, a.seed,
+                       asdict(a) | {"official_ids": om.official_ids})
+
+
 def build_split(dataset: str, dataroot, split: str, size: tuple[int, int], length: int | None = None,
                 seed: int = 0):
     """The evaluation's datasets: data.build_dataset, with the synthetic set's length and seed (the training
@@ -1099,58 +1201,39 @@ def run_metrics(args: MetricsArgs, log=print) -> dict:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _palette(info, palette: str | None) -> np.ndarray:
-    """Colour of each class id: a JSON file with a list of [r, g, b], else the dataset's (data.colorize's)."""
-    import data
-
-    if palette:
-        try:
-            pal = np.asarray(json.loads(Path(palette).read_text()), dtype=np.int64)
-        except (OSError, ValueError) as err:
-            raise ValueError(f"--palette {palette}: expected a JSON list of [r, g, b] ({err})") from err
-        if pal.ndim != 2 or pal.shape[1] != 3:
-            raise ValueError(f"--palette {palette}: expected a JSON list of [r, g, b] per class id")
-        return pal
-    return data.dataset_palette(info.name, info.label_nc).astype(np.int64)
-
-
 def read_label_map(path: str | os.PathLike, info, size: tuple[int, int], palette: str | None = None,
-                   resize: bool = False) -> torch.Tensor:
+                   resize: bool = False, official_ids: bool = False) -> torch.Tensor:
     """A label map file -> LongTensor (H, W) of class ids (don't-care as info.dontcare_label).
 
     Single-channel PNGs hold ids as the dataset's official files store them (mapped by its loader's
     ``map_label``: 255 = don't-care, ADE20K's 0 = unknown); colour PNGs are decoded with the palette (every
-    colour must be a class colour). Wrong size: an error, unless ``resize`` (nearest)."""
+    colour must be a class colour). Wrong size: an error, unless ``resize`` (nearest). ``official_ids``:
+    ADE20K's raw ids, as the official checkpoints take them (data.ADE20KDataset(official_ids=True))."""
     from PIL import Image
 
     import data
 
     path = Path(path)
     try:
-        im = Image.open(path)
-        im.load()
-    except (OSError, SyntaxError, ValueError) as err:
+        with Image.open(path) as im:
+            colour = im.mode in ("RGB", "RGBA")
+        if colour and not palette:  # drawn with this project's colours (data.colorize): training ids
+            label = data.read_label_file(str(path), data.load_palette(data.dataset_palette(info.name,
+                                                                                           info.label_nc)))
+            if official_ids:  # ADE20K's raw ids: class k is k + 1, don't-care is 0
+                label = np.where(label == info.dontcare_label, 0, label + 1)
+        else:  # the dataset's own file ids (a --palette maps colours to them) -> training ids
+            raw = data.read_label_file(str(path), None if palette is None else data.load_palette(palette))
+            loader = data.DATASETS.get(info.name)
+            if hasattr(loader, "map_label"):  # ADE20K: k -> k - 1, 0 -> don't-care; 255 -> don't-care
+                owner = SimpleNamespace(info=info, official_ids=official_ids)
+                label = loader.map_label(owner, raw, str(path))
+            else:
+                label = np.where(raw == 255, info.dontcare_label, raw) if info.contain_dontcare else raw
+    except (OSError, SyntaxError) as err:
         raise ValueError(f"{path}: cannot read the label map ({err})") from err
-    if im.mode in ("RGB", "RGBA"):
-        rgb = np.asarray(im.convert("RGB")).astype(np.int64)
-        pal = _palette(info, palette)
-        codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-        pal_codes = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
-        lookup = {int(c): i for i, c in enumerate(pal_codes)}
-        unknown = sorted(set(np.unique(codes).tolist()) - set(lookup))
-        if unknown:
-            shown = [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in unknown[:5]]
-            more = " ..." if len(unknown) > 5 else ""
-            raise ValueError(f"{path}: colours {shown}{more} are not class colours of the {info.name} "
-                             "palette (pass --palette palette.json, a list of [r, g, b] per id)")
-        label = np.vectorize(lookup.__getitem__, otypes=[np.int64])(codes)
-    else:
-        raw = data.read_label_file(str(path))
-        loader = data.DATASETS.get(info.name)
-        if hasattr(loader, "map_label"):  # the dataset's own on-disk ids -> training ids (ADE20K: k -> k - 1)
-            label = loader.map_label(SimpleNamespace(info=info, official_ids=False), raw, str(path))
-        else:
-            label = np.where(raw == 255, info.dontcare_label, raw) if info.contain_dontcare else raw
+    except data.DataError as err:
+        raise ValueError(str(err)) from err
     label = torch.from_numpy(np.ascontiguousarray(label)).long()
     bad = (label < 0) | (label >= info.label_nc)
     if info.contain_dontcare:
@@ -1246,7 +1329,7 @@ class SynthesizeArgs:
     """``python evaluate.py synthesize``: PNGs from label maps, with optional style control."""
 
     ckpt: str = ""
-    """checkpoint written by train.py"""
+    """checkpoint written by train.py (with --official: the official latest_net_G.pth)"""
     labels: str = ""
     """a label map file or a folder of them (single-channel ids, or colour-coded with --palette)"""
     out: str = "synth"
@@ -1258,7 +1341,8 @@ class SynthesizeArgs:
     region_style: list[str] = field(default_factory=list)
     """SEAN: class=photo.png[:label.png] takes that class's style from that photo (repeatable)"""
     palette: str | None = None
-    """JSON list of [r, g, b] per class id for colour-coded label maps (default: the dataset's palette)"""
+    """colour-coded label maps: a JSON palette (a list of [r, g, b] per file id, or {"#rrggbb": id}) or a
+    built-in one (cityscapes | ade20k | coco); default: the colours this project draws label maps with"""
     resize_labels: bool = False
     """resize label maps of another size to the model's (nearest) instead of failing"""
     mean_style_images: int = 200
@@ -1267,6 +1351,13 @@ class SynthesizeArgs:
     """seed of the random samples"""
     device: str = "cpu"
     """torch device"""
+    official: str | None = None
+    """--ckpt is an official NVlabs/SPADE or ZPdesu/SEAN generator trained on this preset: ade20k (also
+    ADE20K-outdoor), coco, cityscapes or celebamask (SEAN)"""
+    official_encoder: str | None = None
+    """with --official: the official latest_net_E.pth of a SPADE+VAE generator"""
+    official_option: list[str] = field(default_factory=list)
+    """with --official: name=value overriding a preset option (crop_size=512, label_nc=...), repeatable"""
 
 
 @torch.no_grad()
@@ -1274,7 +1365,11 @@ def synthesize(args: SynthesizeArgs, log=print) -> list[Path]:
     """Write one PNG per label map and sample; returns the written paths."""
     from PIL import Image
 
-    lm = load_generator(args.ckpt, args.device)
+    if args.official:
+        lm = load_official_generator(args.ckpt, args.official, args.official_encoder, args.official_option,
+                                     args.device)
+    else:
+        lm = load_generator(args.ckpt, args.device)
     files = _list_label_files(args.labels)
     if args.n_samples < 1:
         raise ValueError("--n-samples must be >= 1")
@@ -1285,7 +1380,9 @@ def synthesize(args: SynthesizeArgs, log=print) -> list[Path]:
         raise ValueError(f"{lm.model} without VAE takes no style: --style-image needs SPADE+VAE or SEAN")
     if args.region_style and lm.model != "sean":
         raise ValueError("--region-style needs SEAN (SPADE's VAE encodes one code for the whole image)")
-    labels = [read_label_map(f, lm.info, lm.size, args.palette, args.resize_labels) for f in files]
+    official_ids = lm.config.get("official_ids", False)
+    labels = [read_label_map(f, lm.info, lm.size, args.palette, args.resize_labels, official_ids)
+              for f in files]
     dev, gen = args.device, torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
     style_image = style_label = None
@@ -1392,8 +1489,8 @@ def comparison_figure(ckpts: list[str], out: str | os.PathLike, n: int = 6, titl
         for r in range(n):
             _show(axes[r, c + 1], fake[r], cols[c + 1] if r == 0 else None)
     for r in range(n):
-        _show(axes[r, 0], data.colorize(batch["label"][r], _palette(first.info, None)),
-              "label" if r == 0 else None)
+        colours = data.dataset_palette(first.info.name, first.info.label_nc)
+        _show(axes[r, 0], data.colorize(batch["label"][r], colours), "label" if r == 0 else None)
         _show(axes[r, -1], quantize_png(batch["image"][r]), "real" if r == 0 else None)
     fig.tight_layout(pad=0.2)
     Path(out).parent.mkdir(parents=True, exist_ok=True)

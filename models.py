@@ -595,6 +595,117 @@ class MultiscaleDiscriminator(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Official pretrained checkpoints: NVlabs/SPADE (latest_net_G.pth, latest_net_E.pth) and ZPdesu/SEAN
+#
+# The official networks are the ones above under other names (same parameter counts, same outputs).
+# convert_official_state renames every key of an official state dict by these rules, checks that the result
+# fits
+# this project's network exactly (no key missing, none left over, every shape equal) and loads it:
+#   X.weight_orig, X.weight_u, X.weight_v   torch.nn.utils.spectral_norm (the official code)
+#     -> X.parametrizations.weight.original, X.parametrizations.weight.0._u, ..._v   (parametrizations)
+#   layerN.0.*            -> convs.{N-1}.*     SPADE's image encoder (layerN.1 is a parameter-free norm)
+#   Zencoder.*            -> style_encoder.*   SEAN's style encoder, same nn.Sequential indices
+#   B.ace_0, ace_1, ace_s -> B.norm_0, norm_1, norm_s, and inside them Spade.* -> spade.*
+#   ACE.fc_mu0 .. fc_mu{K-1} (.weight, .bias) -> stacked into fc_mu_weight (K, S, S), fc_mu_bias (K, S)
+#   the last SEAN block (official ACE with use_rgb=False; SPADEWithNoise here): ACE.param_free_norm ->
+#     spade.param_free_norm; the official inner Spade.param_free_norm, which is never called, is dropped
+# Every other key (fc, the SPADE norms, conv_img, the encoder's fc_mu / fc_var) keeps its name.
+
+
+class OfficialCheckpointError(ValueError):
+    """An official state dict that does not fit the network built for it; lists every offending key."""
+
+
+def _official_name(key: str) -> str:
+    import re
+
+    key = re.sub(r"\.weight_orig$", ".parametrizations.weight.original", key)
+    key = re.sub(r"\.weight_([uv])$", r".parametrizations.weight.0._\1", key)
+    key = re.sub(r"^layer(\d+)\.0\.", lambda m: f"convs.{int(m[1]) - 1}.", key)
+    key = re.sub(r"^Zencoder\.", "style_encoder.", key)
+    key = re.sub(r"\.ace_([01s])\.", r".norm_\1.", key)
+    return key.replace(".Spade.", ".spade.")
+
+
+def _listing(title: str, items: list[str], limit: int = 12) -> str:
+    more = f"\n    ... and {len(items) - limit} more" if len(items) > limit else ""
+    return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(items[:limit]) + more if items else ""
+
+
+def convert_official_state(state: dict, model: nn.Module, what: str = "network") -> dict:
+    """An official state dict -> this project's names for `model`; raises OfficialCheckpointError listing
+    every missing, unexpected or wrongly shaped key (nothing is loaded partially)."""
+    import re
+
+    ours = model.state_dict()
+    last = tuple(f"{n}." for n, m in model.named_modules() if isinstance(m, SPADEWithNoise))
+    out, fc = {}, {}
+    for key, value in state.items():
+        name = _official_name(key)
+        prefix = next((p for p in last if name.startswith(p)), None)
+        if prefix and name.startswith(prefix + "spade.param_free_norm."):
+            continue  # never called by the official code
+        if prefix and name.startswith(prefix + "param_free_norm."):
+            name = prefix + "spade." + name[len(prefix):]
+        m = re.fullmatch(r"(.+)\.fc_mu(\d+)\.(weight|bias)", name)
+        if m:
+            fc.setdefault(f"{m[1]}.fc_mu_{m[3]}", {})[int(m[2])] = (key, value)
+        else:
+            out[name] = (key, value)
+    missing, unexpected = [], []
+    for name, parts in fc.items():  # the per-class Linear layers, stacked
+        k = ours[name].shape[0] if name in ours else 0
+        unexpected += [key for j, (key, _) in sorted(parts.items()) if j >= k]
+        absent = [j for j in range(k) if j not in parts]
+        if absent:
+            missing += [f"{name.rsplit('.fc_mu_', 1)[0]}.fc_mu{j}.{name.rsplit('_', 1)[1]}" for j in absent]
+        elif k:
+            out[name] = (f"{name.rsplit('.fc_mu_', 1)[0]}.fc_mu0..{k - 1}",
+                         torch.stack([parts[j][1] for j in range(k)]))
+    # num_batches_tracked is a counter, not a weight (and files older than torch 0.4.1 lack it)
+    missing += [n for n in ours if n not in out and n not in fc and not n.endswith("num_batches_tracked")]
+    unexpected += [key for n, (key, _) in out.items() if n not in ours]
+    wrong = [f"{key} {tuple(v.shape)} -> {n} {tuple(ours[n].shape)}" for n, (key, v) in out.items()
+             if n in ours and tuple(v.shape) != tuple(ours[n].shape)]
+    if missing or unexpected or wrong:
+        raise OfficialCheckpointError(
+            f"the official {what} does not fit this project's {type(model).__name__}: {len(missing)} keys "
+            f"missing, {len(unexpected)} unexpected, {len(wrong)} of another shape"
+            + _listing("missing (names here)", missing) + _listing("unexpected (official names)", unexpected)
+            + _listing("other shape (official -> here)", wrong))
+    converted = {n: v for n, (_, v) in out.items()}
+    return {n: converted.get(n, ours[n]) for n in ours}
+
+
+def read_official_state(source, what: str) -> dict:
+    """An official .pth file (or an already loaded state dict) -> its state dict."""
+    if isinstance(source, dict):
+        return source
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{source}: not a loadable {what} file ({type(err).__name__}: {err})") from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{source}: expected an official state dict (parameter name -> tensor)")
+    return state
+
+
+def official_options_from_weights(state: dict) -> dict:
+    """The options an official generator's weights fix: model, ngf, VAE (z_dim), style length, 'most'."""
+    found = {"model": "sean" if any(k.startswith("Zencoder.") for k in state) else "spade"}
+    if "head_0.conv_0.weight_orig" in state:
+        found["ngf"] = state["head_0.conv_0.weight_orig"].shape[0] // 16
+    if "fc.weight" in state and state["fc.weight"].dim() == 2:
+        found.update(vae=True, z_dim=state["fc.weight"].shape[1])
+    convs = [k for k in state if k.startswith("Zencoder.model.") and k.endswith(".weight")]
+    if convs:
+        found["style_dim"] = state[max(convs, key=lambda k: int(k.split(".")[2]))].shape[0]
+    if any(k.startswith("up_4.") for k in state):
+        found["num_upsampling_layers"] = "most"
+    return found
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Factory and the parameter-count table
 
 
@@ -687,3 +798,4 @@ def _main() -> None:
 
 if __name__ == "__main__":
     _main()
+

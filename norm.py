@@ -222,7 +222,8 @@ class SEAN(nn.Module):
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor, style_codes: torch.Tensor,
                 noise: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, norm_nc, H, W), segmap (B, label_nc, *, *), style_codes (B, num_regions, style_dim) -> like x.
+        """x (B, norm_nc, H, W), segmap (B, label_nc, *, *), style_codes (B, num_regions, style_dim) -> like
+        x.
 
         noise: optional (B, 1, H, W) standard-normal draw (tests pass one to compare with the oracle).
         """

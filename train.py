@@ -94,6 +94,8 @@ class Args:
     """add the instance edge map to the generator input when the dataset has instance maps"""
     synthetic_length: int = 40000
     """number of training images of the synthetic dataset"""
+    palette: str = ""
+    """colour label maps (one RGB colour per class): a JSON palette file, or cityscapes | ade20k | coco"""
     num_workers: int = 0
     """DataLoader worker processes"""
     # --- networks -------------------------------------------------------------------------------------------
@@ -264,8 +266,9 @@ def parse_args(argv=None) -> Args:
         differ = [k for k in ARCHITECTURE if k in given and k in saved and given[k] != saved[k]]
         if differ:
             flags = ", ".join(f"--{k.replace('_', '-')} {given[k]} (checkpoint: {saved[k]})" for k in differ)
-            raise SystemExit(f"error: checkpoint {given['resume']!r} was trained with other network settings: "
-                             f"{flags}; drop these flags to resume, or start a new run (another --name)")
+            raise SystemExit(f"error: checkpoint {given['resume']!r} was trained with other network "
+                             f"settings: {flags}; drop these flags to resume, or start a new run (another "
+                             "--name)")
         values.update(saved)
     else:
         values.update(PRESETS[preset])
@@ -474,7 +477,8 @@ def build_dataset(args: Args):
     if not os.path.isdir(args.dataroot):
         raise SystemExit(f"error: dataset folder {args.dataroot!r} does not exist")
     try:
-        return data.build_dataset(args.dataset, root=args.dataroot, split="train", size=size)
+        extra = dict(palette=args.palette) if args.palette else {}
+        return data.build_dataset(args.dataset, root=args.dataroot, split="train", size=size, **extra)
     except (OSError, data.DataError) as e:
         raise SystemExit(f"error: {args.dataset} dataset at {args.dataroot!r}: {e}") from None
 
@@ -540,7 +544,8 @@ def plan_line(args: Args, steps_per_epoch: int, total_steps: int) -> str:
 
 def check_norm_fits(args: Args, per_rank_batch: int, d: Dist, device: torch.device) -> None:
     """A normalization needs more than one value per channel. The generator's first block runs at
-    (crop / 2^n_up) pixels, 1x1 at crop 32: instance norm cannot work there, batch norm only with batch > 1."""
+    (crop / 2^n_up) pixels, 1x1 at crop 32: instance norm cannot work there, batch norm only with a batch
+    of 2 or more."""
     if args.model == "pix2pixhd":  # its own encoder-decoder never goes below crop / 8
         return
     if args.param_free == "syncbatch" and d.enabled and device.type == "cuda":

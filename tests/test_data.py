@@ -1,6 +1,7 @@
 """Tests for data.py: synthetic landscapes, make_segmap, preprocessing, and every real-dataset layout on tiny
 fake folder trees built in tmp_path."""
 
+import json
 import os
 import sys
 
@@ -447,8 +448,45 @@ def test_error_rgb_label(tmp_path):
     make_custom(tmp_path)
     write_image(f"{tmp_path}/labels/0.png", 16, 16)
     ds = build_dataset("custom", tmp_path, label_nc=3, **no_aug())
-    with pytest.raises(DataError, match=r"0\.png.*RGB"):
+    with pytest.raises(DataError, match=r"0\.png.*colour image \(RGB\); pass a palette"):
         ds[0]
+
+
+def test_builtin_palettes_are_the_official_colours():
+    # hand values of the official SPADE colour map: bits of id + 1 spread over r, g, b
+    pal = data.spade_colormap(151)
+    assert pal[0].tolist() == [128, 0, 0] and pal[1].tolist() == [0, 128, 0] and pal[7].tolist() == [64, 0, 0]
+    coco = data.load_palette("coco")
+    assert coco[(95 << 16) | (219 << 8) | 255] == 156  # GauGAN's sky-other
+    city = data.load_palette("cityscapes")
+    assert city[(128 << 16) | (64 << 8) | 128] == 7 and city[0] == 0  # road; black: the first void id
+    assert city[(153 << 16) | (153 << 8) | 153] == 17  # pole and polegroup share a colour: the first wins
+
+
+def test_colour_label_maps_with_a_palette(tmp_path):
+    make_custom(tmp_path, n=2)
+    ids = blocks(16, 16, [0, 2, 1])
+    colours = np.array([[10, 20, 30], [200, 0, 0], [0, 200, 0]], np.uint8)
+    Image.fromarray(colours[ids]).save(tmp_path / "labels" / "1.png")
+    (tmp_path / "pal.json").write_text(json.dumps({"#0a141e": 0, "#c80000": 1, "#00c800": 2}))
+    for palette in (tmp_path / "pal.json", colours.tolist()):
+        ds = build_dataset("custom", tmp_path, label_nc=3, palette=palette, **no_aug())
+        assert torch.equal(ds[1]["label"][::2, ::2], torch.from_numpy(ids))  # "none" resizes 16 -> 32
+        assert ds[0]["label"].max() <= 1  # single-channel id maps still read as ids
+    # a colour outside the palette: the file, the colour and where it is
+    bad = colours[ids].copy()
+    bad[5, 9] = (1, 2, 3)
+    Image.fromarray(bad).save(tmp_path / "labels" / "1.png")
+    ds = build_dataset("custom", tmp_path, label_nc=3, palette=tmp_path / "pal.json", **no_aug())
+    with pytest.raises(DataError, match=r"1\.png: colour \(1, 2, 3\) at pixel \(x=9, y=5\) is not in "
+                                        r"the palette"):
+        ds[1]
+    # info.json can name the palette; a built-in one by name
+    Image.fromarray(data.CITYSCAPES_COLOURS[blocks(16, 16, [7, 8, 26])]).save(tmp_path / "labels" / "1.png")
+    (tmp_path / "info.json").write_text(json.dumps({"label_nc": 35, "palette": "cityscapes"}))
+    assert set(build_dataset("custom", tmp_path, **no_aug())[1]["label"].unique().tolist()) == {7, 8, 26}
+    with pytest.raises(DataError, match="not a built-in name"):
+        build_dataset("custom", tmp_path, label_nc=3, palette="no-such-palette")
 
 
 def test_error_unpaired_files(tmp_path):

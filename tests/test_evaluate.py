@@ -417,7 +417,7 @@ def test_bad_label_maps(ckpts, tmp_path, capsys):
         ev.read_label_map(tmp_path / "ids.png", info, (32, 32))
     rgb = np.full((32, 32, 3), 7, np.uint8)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
-    with pytest.raises(ValueError, match="not class colours"):
+    with pytest.raises(ValueError, match=r"rgb.png: colour \(7, 7, 7\) at pixel \(x=0, y=0\) is not in the "):
         ev.read_label_map(tmp_path / "rgb.png", info, (32, 32))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no label maps"):

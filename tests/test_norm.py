@@ -316,7 +316,8 @@ def test_bad_style_codes_shape():
 
 def test_sean_edge_channel_is_no_region_and_loop_oracle_agrees():
     """With an instance-edge channel after the K classes, SEAN keeps K style rows (the edges overlap the
-    regions and would break region averaging); the edge map still moves gamma/beta through the SPADE branch."""
+    regions and would break region averaging); the edge map still moves gamma/beta through the SPADE
+    branch."""
     torch.manual_seed(0)
     K, C, S, B = 4, 6, 8, 2
     layer = SEAN(C, K + 1, style_dim=S, hidden=8, num_regions=K, use_noise=False, param_free="instance")

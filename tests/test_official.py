@@ -1,0 +1,178 @@
+"""Official pretrained checkpoints (NVlabs/SPADE, ZPdesu/SEAN) load into this project's networks and give the
+official outputs.
+
+The fixtures in tests/fixtures/ were written by make_official_fixtures.py with the official code (tiny widths,
+deterministic weights, the official option parser, save and inference paths); these tests need none of it.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import data
+import evaluate
+import models
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+_spec = importlib.util.spec_from_file_location("make_official_fixtures",
+                                               FIXTURES / "make_official_fixtures.py")
+fx = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fx)
+
+# case -> (preset, overrides of the tiny network, tolerance)
+CASES = {
+    "spade_ade20k": ("ade20k", dict(crop_size=64), 1e-6),
+    "spade_cityscapes": ("cityscapes", dict(crop_size=128), 1e-6),
+    "spade_vae": ("ade20k", dict(label_nc=3, contain_dontcare=False), 1e-6),  # custom: 3 labels, crop 256
+    "sean_celebamask": ("celebamask", dict(crop_size=64), 1e-5),
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load_fixture(case: str) -> dict:
+    return torch.load(FIXTURES / f"official_{case}.pt", weights_only=True)
+
+
+def fixture_inputs(f: dict, m) -> tuple[torch.Tensor, torch.Tensor]:
+    """The generator input made here (data.make_segmap) from the label / instance grids, and the photo."""
+    label = fx.fixture_labels(f["label_grid"], f["label_block"])
+    instance = f["instance_grid"]
+    instance = None if instance is None else fx.fixture_labels(instance, f["instance_block"])
+    segmap = data.make_segmap(label, m.info, instance if m.args.use_instance else None)
+    return segmap, fx.fixture_image("image", f["image_shape"])
+
+
+def check_output(f: dict, out: torch.Tensor, atol: float) -> None:
+    step = f["output_step"]
+    assert tuple(out.shape[2:]) == tuple(f["image_shape"][2:])
+    torch.testing.assert_close(out[..., ::step, ::step], f["output"], atol=atol, rtol=0)
+    assert out.double().sum().item() == pytest.approx(f["output_sum"], abs=atol * out.numel())
+    assert out.double().abs().sum().item() == pytest.approx(f["output_abs_sum"], abs=atol * out.numel())
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_official_output_reproduced(case, monkeypatch):
+    preset, overrides, atol = CASES[case]
+    f = load_fixture(case)
+    encoder = fx.official_state(f, "E:") if any(k.startswith("E:") for k in f["layout"]) else None
+    m = evaluate.load_official(fx.official_state(f), preset, encoder, **overrides)
+    assert not m.G.training and (encoder is None) == (m.E is None)
+    segmap, image = fixture_inputs(f, m)
+    with torch.no_grad():
+        if m.args.model == "sean":
+            # the official noise draws, replaced by fixed values when the fixture was made, in call order
+            noise = [fx.fixture_noise(f"noise.{i}", s) for i, s in enumerate(f["noise_shapes"])]
+            calls = []
+
+            def fixed_noise(*size, **kw):
+                calls.append(tuple(size))
+                return noise[len(calls) - 1]
+
+            monkeypatch.setattr(torch, "randn", fixed_noise)
+            out = m.G(segmap, image=image)
+            monkeypatch.undo()
+            assert calls == [tuple(s) for s in f["noise_shapes"]]
+        elif m.E is not None:
+            mu, logvar = m.E(image)
+            torch.testing.assert_close(mu, f["mu"], atol=atol, rtol=0)
+            torch.testing.assert_close(logvar, f["logvar"], atol=atol, rtol=0)
+            out = m.G(segmap, z=mu)
+        else:
+            out = m.G(segmap)
+    check_output(f, out, atol)
+
+
+def test_synthesize_cli_ade20k_raw_ids(tmp_path):
+    """`evaluate.py synthesize --official ade20k`: a raw ADE20K annotation PNG -> the official image."""
+    f = load_fixture("spade_ade20k")
+    ckpt = tmp_path / "latest_net_G.pth"
+    torch.save(fx.official_state(f), ckpt)
+    raw = fx.fixture_labels(f["label_grid"], f["label_block"])[0, 0].numpy().astype(np.uint8)
+    assert raw.min() == 0 and raw.max() == 150  # 'unknown' and the last class both occur
+    Image.fromarray(raw).save(tmp_path / "ADE_val_00000001.png")
+    argv = ["synthesize", "--official", "ade20k", "--ckpt", str(ckpt), "--labels",
+            str(tmp_path / "ADE_val_00000001.png"), "--out", str(tmp_path / "out"),
+            "--official-option", "crop_size=64"]
+    assert evaluate.main(argv) == 0
+    png = torch.from_numpy(np.array(Image.open(tmp_path / "out" / "ADE_val_00000001.png"))).permute(2, 0, 1)
+    step = f["output_step"]
+    expected = torch.round((f["output"][0].clamp(-1, 1) + 1) * 127.5).byte()
+    assert torch.equal(png[:, ::step, ::step], expected)
+
+
+def _meta_state(keys: dict) -> dict:
+    return {k: torch.empty(shape, device="meta") for k, shape in keys.items()}
+
+
+@pytest.mark.parametrize("name, preset", [("spade_ade20k", "ade20k"), ("spade_coco", "coco"),
+                                          ("spade_cityscapes", "cityscapes"),
+                                          ("sean_celebamask", "celebamask")])
+def test_paper_size_keys_map_completely(name, preset):
+    """Every key of a paper-size official generator maps onto the network built from the preset."""
+    keys = json.loads((FIXTURES / "official_keys.json").read_text())[name]
+    m = evaluate.load_official(_meta_state(keys), preset, device="meta")  # strict: raises on any misfit
+    assert (m.args.ngf, m.args.crop_size) == (64, 256 if preset != "cityscapes" else 512)
+    official_params = sum(np.prod(s) for k, s in keys.items() if not k.endswith(
+        ("_u", "_v", "running_mean", "running_var", "num_batches_tracked")))
+    assert models.count_parameters(m.G) == official_params
+
+
+def test_paper_size_encoder_keys_map_completely():
+    keys = json.loads((FIXTURES / "official_keys.json").read_text())["spade_encoder"]
+    with torch.device("meta"):
+        E = models.ConvEncoder()
+    converted = models.convert_official_state(_meta_state(keys), E, "encoder")
+    assert set(converted) == set(E.state_dict())
+
+
+def _tiny_state():
+    return fx.official_state(load_fixture("spade_ade20k"))
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda s: s.pop("up_1.norm_0.mlp_gamma.weight"), ["1 keys missing", "up_1.norm_0.mlp_gamma.weight"]),
+    (lambda s: s.update({"up_9.conv_0.weight_orig": torch.zeros(1)}),
+     ["1 unexpected", "up_9.conv_0.weight_orig"]),
+    (lambda s: s.update({"head_0.conv_0.weight_u": torch.zeros(7)}),
+     ["1 of another shape",
+      "head_0.conv_0.weight_u (7,) -> head_0.conv_0.parametrizations.weight.0._u (32,)"]),
+])
+def test_misfit_keys_are_listed(damage, expected):
+    state = _tiny_state()
+    damage(state)
+    with pytest.raises(models.OfficialCheckpointError) as err:
+        evaluate.load_official(state, "ade20k", crop_size=64)
+    for text in expected:
+        assert text in str(err.value)
+
+
+def test_wrong_preset_is_an_error_not_a_partial_load():
+    with pytest.raises(models.OfficialCheckpointError, match="other shape") as err:
+        evaluate.load_official(_tiny_state(), "coco", crop_size=64)  # COCO: 184 input channels
+    assert "fc.weight (32, 151, 3, 3) -> fc.weight (32, 184, 3, 3)" in str(err.value)
+    assert "is the preset, label count or crop size right?" in str(err.value)
+
+
+def test_old_checkpoint_without_num_batches_tracked_loads():
+    state = {k: v for k, v in _tiny_state().items() if not k.endswith("num_batches_tracked")}
+    evaluate.load_official(state, "ade20k", crop_size=64)
+
+
+def test_sean_fc_mu_missing_class_is_listed():
+    f = load_fixture("sean_celebamask")
+    state = fx.official_state(f)
+    del state["head_0.ace_0.fc_mu18.weight"]
+    with pytest.raises(models.OfficialCheckpointError, match=r"head_0\.norm_0\.fc_mu18\.weight"):
+        evaluate.load_official(state, "celebamask", crop_size=64)

@@ -1,0 +1,390 @@
+"""Paint a label map in the browser and watch SPADE and SEAN turn it into a picture.
+
+    python paint.py                                   # newest runs/quick-* checkpoints, opens the browser
+    python paint.py --ckpt runs/quick-spade runs/quick-sean --port 8000 --no-browser
+
+The page (paint.html, beside this file) is a label canvas, a palette of the dataset's classes and the
+generated picture. Every brush stroke is SPADE's idea at work: the label map m sets the per-pixel gamma(m),
+beta(m) of every normalization layer (SPADE §3), so a stroke repaints the picture where it lands. With SEAN
+loaded, each class region takes its own style code, a row of the style matrix ST (SEAN §3.2), from any
+validation image.
+
+The server is Python's http.server on 127.0.0.1; its endpoints are the page's only way to the models, and
+scripts can use them the same way:
+
+    GET  /                 the page
+    GET  /info             JSON: models (key, name, style kind), classes (id, name, [r, g, b]), size [H, W],
+                           the number of validation samples and the classes present in each
+    GET  /sample?index=i   JSON: validation sample i: its label map (flat list of ids, row-major) and its
+                           image as a PNG data URL
+    POST /synthesize       body: a PNG label map of the model's size, either single-channel (pixel = class id)
+                           or coloured with the dataset palette (the /info colours); answer: the picture as
+                           image/png, with the header X-Synthesis-ms (time spent in the networks).
+        query parameters, all optional (style ones are ignored by models that take no style):
+          model=spade|spade-vae|sean|...   a key of /info's models (default: the first loaded)
+          style=i          the style of validation image i (SEAN: its style codes ST, classes absent from
+                           image i keep the mean code, as all do without style; SPADE+VAE: the encoder's
+                           mean mu of image i)
+          seed=n           SPADE+VAE: z ~ N(0, I) drawn from seed n (without style/seed: z = 0, the
+                           prior's mean); SEAN: the seed of its per-pixel noise (default 0: repeatable)
+          style_b=j, t=x   interpolate the style codes (or z) from `style` (t = 0) to image j's (t = 1)
+          region_style=k:i,...   SEAN: class k takes its style code from validation image i (per-region ST)
+
+    curl -s --data-binary @label.png -o out.png 'http://127.0.0.1:8000/synthesize?model=sean&style=3&region_style=0:7'
+
+Bad input (not a PNG, wrong size, ids outside the classes, a body over 4 MB, an unknown model or parameter)
+gets HTTP 400 with a one-line plain-text reason; the server carries on.
+"""
+
+import argparse
+import base64
+import dataclasses
+import io
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import webbrowser
+from dataclasses import dataclass, field
+from functools import lru_cache
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import torch
+from PIL import Image
+
+import data
+import evaluate
+from train import field_docs
+
+ROOT = Path(__file__).resolve().parent
+PAGE = ROOT / "paint.html"
+MAX_BODY = 4 * 1024 * 1024  # a 64x64 label PNG is under 2 kB; 4 MB leaves room for 1024x2048 Cityscapes maps
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class Args:
+    ckpt: list[str] = field(default_factory=list)
+    """checkpoints or run folders, one per model the page can switch between (default: weights/*.pt, else
+    the newest checkpoint of each of runs/quick-spade, runs/quick-sean, runs/quick-spade-vae)"""
+    port: int = 8000
+    """port on 127.0.0.1 (0: any free port)"""
+    no_browser: bool = False
+    """do not open the browser"""
+    val_samples: int = 200
+    """validation samples offered as real label maps and style images"""
+    mean_style_images: int = 200
+    """SEAN: training images averaged into the default per-class style code"""
+    threads: int = 1
+    """torch CPU threads (one image at a time gains little from more)"""
+    device: str = "cpu"
+    """torch device"""
+
+
+def parse_args(argv=None) -> Args:
+    docs = field_docs(Args)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for f in dataclasses.fields(Args):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            p.add_argument(flag, action="store_true", help=docs[f.name])
+        elif f.name == "ckpt":
+            p.add_argument(flag, nargs="+", action="extend", default=[], help=docs[f.name])
+        else:
+            p.add_argument(flag, type=type(f.default), default=f.default,
+                           help=f"{docs[f.name]} (default: {f.default})")
+    return Args(**vars(p.parse_args(argv)))
+
+
+def default_checkpoints() -> list[str]:
+    """The demo weights if there are any, else the quick presets' run folders that exist."""
+    weights = sorted((ROOT / "weights").glob("*.pt"))
+    if weights:
+        return [str(w) for w in weights]
+    runs = Path(os.environ.get("SPADE_SEAN_RUNS", ROOT / "runs"))  # the notebooks' override, too
+    return [str(runs / n) for n in ("quick-spade", "quick-spade-vae", "quick-sean")
+            if list((runs / n).glob("ckpt_*.pt"))]
+
+
+class BadRequest(ValueError):
+    """Answered with HTTP 400 and this one-line message."""
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The models and what the page needs to drive them
+# ------------------------------------------------------------------------------------------------------------
+
+
+class Painter:
+    """The loaded generators (one dataset, one size), the validation samples, and synthesis from a request."""
+
+    def __init__(self, args: Args, log=print):
+        paths = args.ckpt or default_checkpoints()
+        if not paths:
+            raise FileNotFoundError("no checkpoint found: run `python train.py` first (runs/quick-spade) "
+                                    "or pass --ckpt")
+        self.models: dict[str, evaluate.LoadedModel] = {}
+        for path in paths:
+            lm = evaluate.load_generator(path, args.device)
+            key = base = lm.model + ("-vae" if lm.use_vae else "")
+            n = 2
+            while key in self.models:  # two checkpoints of one kind: sean, sean-2, ...
+                key, n = f"{base}-{n}", n + 1
+            self.models[key] = lm
+            log(f"[paint] {key}: {lm.name}")
+        first = next(iter(self.models.values()))
+        for key, lm in self.models.items():  # one canvas and one palette serve every model
+            if (lm.dataset, lm.size) != (first.dataset, first.size):
+                raise ValueError(f"{key} was trained on {lm.dataset} at {lm.size}, {first.name} on "
+                                 f"{first.dataset} at {first.size}: pass checkpoints of one dataset and size")
+        self.info, self.size, self.device = first.info, first.size, args.device
+        self.val = evaluate.build_split(first.dataset, first.dataroot, "val", first.size,
+                                        length=args.val_samples, seed=first.seed)
+        self.n_val = min(len(self.val), args.val_samples)
+        # SEAN's default style for a class: its mean code over training images (the official demo's choice),
+        # so classes missing from the style image still get a plausible look instead of a zero code.
+        self.mean_codes = {k: evaluate.mean_style_codes(lm, args.mean_style_images).to(args.device)
+                           for k, lm in self.models.items() if lm.model == "sean"}
+        self.lock = threading.Lock()  # one synthesis at a time: the global RNG seeds SEAN's noise
+        self.sample = lru_cache(maxsize=None)(self.val.__getitem__)
+        self.encode = lru_cache(maxsize=1024)(self._encode)
+        # which classes each validation image shows: the page picks a style source for a clicked region
+        self.sample_classes = [torch.unique(self.sample(i)["label"]).tolist() for i in range(self.n_val)]
+
+    def info_json(self) -> dict:
+        names = self.info.class_names or tuple(str(k) for k in range(self.info.label_nc))
+        palette = data.dataset_palette(self.info.name, self.info.label_nc)
+        kinds = {k: "sean" if lm.model == "sean" else "vae" if lm.use_vae else "none"
+                 for k, lm in self.models.items()}
+        return {"models": [{"key": k, "name": lm.name, "style": kinds[k]} for k, lm in self.models.items()],
+                "classes": [{"id": k, "name": names[k], "colour": palette[k].tolist()}
+                            for k in range(self.info.label_nc)],
+                "dataset": self.info.name, "size": list(self.size), "samples": self.n_val,
+                "sample_classes": self.sample_classes}
+
+    def sample_json(self, index: int) -> dict:
+        s = self.sample(self._index(index))
+        return {"index": index, "label": s["label"].flatten().tolist(),
+                "image": "data:image/png;base64," + base64.b64encode(to_png(s["image"])).decode()}
+
+    def _index(self, i: int) -> int:
+        if not 0 <= i < self.n_val:
+            raise BadRequest(f"validation index {i} outside 0..{self.n_val - 1}")
+        return i
+
+    def _encode(self, key: str, index: int) -> torch.Tensor:
+        """The style of validation image `index`: SEAN's ST (1, K, style_dim), SPADE+VAE's mu (1, z_dim)."""
+        lm, s = self.models[key], self.sample(self._index(index))
+        image = s["image"][None].to(self.device)
+        if lm.model != "sean":
+            return lm.E(image)[0]
+        segmap = lm.segmap(s["label"][None], s["instance"][None] if "instance" in s else None).to(self.device)
+        codes = lm.G.encode_style(image, segmap)
+        present = segmap[:, :lm.G.num_regions].flatten(2).sum(-1)[..., None] > 0  # regions, not edges
+        return torch.where(present, codes, self.mean_codes[key])
+
+    def read_label(self, body: bytes) -> torch.Tensor:
+        """PNG bytes -> (H, W) class ids, checked by evaluate.read_label_map (ids, palette colours)."""
+        if not body.startswith(PNG_SIGNATURE):
+            raise BadRequest("the request body is not a PNG")
+        try:
+            width, height = Image.open(io.BytesIO(body)).size  # reads the header only: cheap size check
+        except Exception as err:
+            raise BadRequest(f"cannot read the PNG ({type(err).__name__})") from err
+        if (height, width) != tuple(self.size):
+            raise BadRequest(f"label map is {height}x{width} (HxW), the models make "
+                             f"{self.size[0]}x{self.size[1]}")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "label.png"
+            path.write_bytes(body)
+            try:
+                return evaluate.read_label_map(path, self.info, self.size)
+            except ValueError as err:
+                raise BadRequest(str(err).replace(f"{path}: ", "").splitlines()[0]) from err
+
+    @torch.no_grad()
+    def synthesize(self, body: bytes, query: dict[str, str]) -> tuple[bytes, float]:
+        """A PNG label map and the query's style choice -> (PNG picture, milliseconds in the networks)."""
+        unknown = set(query) - {"model", "style", "seed", "style_b", "t", "region_style"}
+        if unknown:
+            raise BadRequest(f"unknown parameter {sorted(unknown)[0]!r}")
+        key = query.get("model", next(iter(self.models)))
+        if key not in self.models:
+            raise BadRequest(f"unknown model {key!r} (loaded: {', '.join(self.models)})")
+        lm = self.models[key]
+        label = self.read_label(body)
+        style, style_b, seed = (_int(query, n) for n in ("style", "style_b", "seed"))
+        t = _float(query, "t", 0.0)
+        regions = _regions(query.get("region_style", ""), self.info.label_nc)
+        with self.lock:
+            start = time.perf_counter()
+            torch.manual_seed(seed or 0)
+            segmap = lm.segmap(label[None]).to(self.device)
+            if lm.model == "sean":
+                codes = self.mean_codes[key] if style is None else self.encode(key, style)
+                if style_b is not None:  # SEAN §4: styles interpolate linearly, region by region
+                    codes = torch.lerp(codes, self.encode(key, style_b), t)
+                codes = codes.clone()
+                for k, i in regions:  # per-region transfer: one row of ST from another image
+                    if not (self.sample(self._index(i))["label"] == k).any():
+                        raise BadRequest(f"class {k} does not occur in validation image {i}")
+                    codes[:, k] = self.encode(key, i)[:, k]
+                fake = lm.G(segmap, style_codes=codes)
+            elif lm.use_vae:
+                if style is not None:
+                    z = self.encode(key, style)
+                elif seed is not None:
+                    gen = torch.Generator().manual_seed(seed)
+                    z = torch.randn(1, lm.z_dim, generator=gen).to(self.device)
+                else:
+                    z = torch.zeros(1, lm.z_dim, device=self.device)  # the prior's mean
+                if style_b is not None:
+                    z = torch.lerp(z, self.encode(key, style_b), t)
+                fake = lm.G(segmap, z=z)
+            else:
+                fake = lm.generate(segmap)
+            ms = 1000 * (time.perf_counter() - start)
+        return to_png(fake[0]), ms
+
+
+def to_png(image: torch.Tensor) -> bytes:
+    """(3, H, W) in [-1, 1] -> PNG bytes, quantized as evaluate.quantize_png (what a saved file holds)."""
+    pixels = (evaluate.quantize_png(image.cpu()) * 255).round().byte().permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, "PNG", compress_level=1)  # speed over size
+    return buf.getvalue()
+
+
+def _int(query: dict, name: str) -> int | None:
+    if name not in query:
+        return None
+    try:
+        return int(query[name])
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, got {query[name]!r}") from None
+
+
+def _float(query: dict, name: str, default: float) -> float:
+    try:
+        value = float(query.get(name, default))
+    except ValueError:
+        raise BadRequest(f"{name} must be a number, got {query[name]!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise BadRequest(f"{name} must be in [0, 1], got {value}")
+    return value
+
+
+def _regions(spec: str, label_nc: int) -> list[tuple[int, int]]:
+    """'k:i,k:i' -> [(class k, validation index i)]."""
+    out = []
+    for item in filter(None, spec.split(",")):
+        k, _, i = item.partition(":")
+        if not (k.isdigit() and i.isdigit()):
+            raise BadRequest(f"region_style {item!r}: write class:index, e.g. 0:12")
+        if int(k) >= label_nc:
+            raise BadRequest(f"region_style {item!r}: class {k} outside 0..{label_nc - 1}")
+        out.append((int(k), int(i)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# HTTP
+# ------------------------------------------------------------------------------------------------------------
+
+
+def make_handler(painter: Painter):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, fmt, *args):  # quiet: the page sends a request per brush stroke
+            pass
+
+        def send(self, status: int, body: bytes, ctype: str, headers: dict | None = None):
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def fail(self, status: int, reason: str):
+            self.send(status, (reason + "\n").encode(), "text/plain; charset=utf-8")
+
+        def handle_route(self, method: str):
+            url = urlparse(self.path)
+            query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+            try:
+                if method == "GET" and url.path in ("/", "/paint.html"):
+                    self.send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
+                elif method == "GET" and url.path == "/info":
+                    self.send(200, json.dumps(painter.info_json()).encode(), "application/json")
+                elif method == "GET" and url.path == "/sample":
+                    body = json.dumps(painter.sample_json(_int(query, "index") or 0)).encode()
+                    self.send(200, body, "application/json")
+                elif method == "POST" and url.path == "/synthesize":
+                    length = self.headers.get("Content-Length", "")
+                    length = int(length) if length.isdigit() else -1
+                    if length < 0 or length > MAX_BODY:
+                        self.close_connection = True  # the unread body must not be parsed as a request
+                        raise BadRequest(f"the body must be a PNG of at most {MAX_BODY} bytes with a "
+                                         "Content-Length header")
+                    png, ms = painter.synthesize(self.rfile.read(length), query)
+                    self.send(200, png, "image/png", {"X-Synthesis-ms": f"{ms:.1f}",
+                                                      "Access-Control-Expose-Headers": "X-Synthesis-ms"})
+                else:
+                    self.fail(HTTPStatus.NOT_FOUND, f"no {method} {url.path}")
+            except BadRequest as err:
+                self.fail(HTTPStatus.BAD_REQUEST, str(err))
+            except Exception as err:  # a bug, not bad input: say so in one line and keep serving
+                self.fail(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(err).__name__}: {err}".splitlines()[0])
+
+        def do_GET(self):
+            self.handle_route("GET")
+
+        def do_POST(self):
+            self.handle_route("POST")
+
+    return Handler
+
+
+def serve(painter: Painter, port: int) -> ThreadingHTTPServer:
+    """The server, on 127.0.0.1 only: a demo, not a service to expose."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(painter))
+    server.daemon_threads = True
+    return server
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        painter = Painter(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        server = serve(painter, args.port)
+    except OSError as err:
+        print(f"error: cannot listen on 127.0.0.1:{args.port} ({err.strerror}): pass another --port",
+              file=sys.stderr)
+        return 2
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    print(f"[paint] serving {url} (Ctrl-C stops)")
+    if not args.no_browser:
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,7 +11,11 @@ Neither official repository ships its evaluation code; this file writes it out:
   never under the name FID, because the number is not comparable to any published FID.
 * Reconstruction from an image's own style (SEAN Table 2): PSNR, SSIM and RMSE; SEAN uses the style codes of
   the image, SPADE+VAE the mean of its encoding.
-* Multi-modality: mean pairwise L1 distance between samples drawn for the same label map.
+* Multi-modality: mean pairwise L1 distance, MS-SSIM (torchmetrics; lower = more diverse, as OASIS reports
+  it) and LPIPS (torchmetrics' AlexNet LPIPS, only when torchvision's ImageNet AlexNet file is present)
+  between samples drawn for the same label map.
+* During training (train.py --eval-every N): mIoU / accuracy and the Frechet distance on a fixed validation
+  subset, with the same segmenter and features (TrainingEvaluator).
 * Per-region style transfer on the synthetic landscapes: one region's style moved from image B into image A.
 
 Commands (a Markdown table and a JSON file come out of ``metrics``):
@@ -224,6 +228,50 @@ def mean_pairwise_l1(samples: torch.Tensor) -> float:
     flat = samples.double().flatten(1)
     dist = torch.cdist(flat, flat, p=1) / flat.shape[1]
     return float(dist.triu(diagonal=1).sum() / (s * (s - 1) / 2))
+
+
+MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, five scales
+
+
+def mean_pairwise_ms_ssim(samples: torch.Tensor) -> float:
+    """MS-SSIM of (S, 3, H, W) samples in [0, 1], averaged over all S(S-1)/2 pairs (lower = more diverse).
+
+    torchmetrics computes it. Each scale halves the image and needs it larger than the 11-pixel window, so
+    small images use the first k scales that fit (k = 3 at 64x64), their weights renormalized to sum to 1."""
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms_ssim
+
+    s, side = samples.shape[0], min(samples.shape[-2:])
+    k = max(1, min(5, int(math.log2(side / 10)) + 1 if side > 10 else 1))
+    while k > 1 and side <= (11 - 1) * 2 ** (k - 1):
+        k -= 1
+    betas = tuple(b / sum(MS_SSIM_BETAS[:k]) for b in MS_SSIM_BETAS[:k])
+    i, j = torch.triu_indices(s, s, offset=1)
+    x, y = samples[i].double(), samples[j].double()
+    return float(ms_ssim(x, y, data_range=1.0, betas=betas, reduction="elementwise_mean"))
+
+
+LPIPS_BACKBONE = "alexnet-owt-7be5be79.pth"
+"""torchvision's ImageNet AlexNet: the backbone of LPIPS (its linear heads ship with torchmetrics)."""
+
+
+def load_lpips(device: str = "cpu", log=print):
+    """torchmetrics' LPIPS (AlexNet) if torchvision's ImageNet AlexNet file is in torch hub's checkpoint
+    folder, else None with a message saying where to put it: LPIPS never runs on random features."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE
+    if not path.is_file():
+        log(f"[evaluate] LPIPS diversity: n/a, the AlexNet weights {LPIPS_BACKBONE} are not in {path.parent} "
+            "(put torchvision's ImageNet AlexNet file there to get it)")
+        return None
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+    return LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).to(device).eval()
+
+
+@torch.no_grad()
+def mean_pairwise_lpips(samples: torch.Tensor, lpips) -> float:
+    """LPIPS between (S, 3, H, W) samples in [0, 1], averaged over all pairs (higher = more diverse)."""
+    i, j = torch.triu_indices(samples.shape[0], samples.shape[0], offset=1)
+    lpips.reset()
+    return float(lpips(samples[i].float(), samples[j].float()))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -954,9 +1002,21 @@ def evaluate_real(val_set, info, n: int, segmenter, features: FeatureExtractor, 
 
 @torch.no_grad()
 def evaluate_model(lm: LoadedModel, val_set, n: int, segmenter, features: FeatureExtractor, real_features,
-                   args: MetricsArgs) -> dict:
+                   args: MetricsArgs, lpips=None) -> dict:
     """mIoU/accuracy, Frechet distance, reconstruction, diversity (and region transfer) of one generator."""
     gen = torch.Generator().manual_seed(args.seed)
+    result = synthesis_scores(lm, val_set, n, segmenter, features, real_features, args, gen)
+    result.update(_diversity(lm, val_set, min(n, args.n_diversity), args, gen, lpips))
+    result.update(region_transfer(lm, val_set, args.n_transfer, args) if _transfer_possible(lm)
+                  else {"transfer_to_B": None, "transfer_success": None, "transfer_others_change": None})
+    return result
+
+
+@torch.no_grad()
+def synthesis_scores(lm: LoadedModel, val_set, n: int, segmenter, features: FeatureExtractor, real_features,
+                     args: MetricsArgs, gen: torch.Generator) -> dict:
+    """mIoU/accuracy and the Frechet distance of images synthesized from the first n validation label maps
+    (and reconstruction PSNR/SSIM/RMSE for models with a style input)."""
     torch.manual_seed(args.seed)  # generator noise (SEAN) reproducible
     info, dev = lm.info, args.device
     conf = torch.zeros(info.label_nc, info.label_nc, dtype=torch.long)
@@ -982,28 +1042,27 @@ def evaluate_model(lm: LoadedModel, val_set, n: int, segmenter, features: Featur
               "frechet": frechet_distance_features(real_features, torch.cat(feats))}
     for key, values in rec.items():
         result[key] = float(torch.cat(values).mean()) if values else None
-    result["diversity"] = _diversity(lm, val_set, min(n, args.n_diversity), args, gen)
-    result.update(region_transfer(lm, val_set, args.n_transfer, args) if _transfer_possible(lm)
-                  else {"transfer_to_B": None, "transfer_success": None, "transfer_others_change": None})
     return result
 
 
 @torch.no_grad()
-def _diversity(lm: LoadedModel, val_set, n: int, args: MetricsArgs, gen: torch.Generator) -> float | None:
-    """Mean pairwise L1 ([0, 1] pixel units) between ``n_samples`` samples per label map (LPIPS-free).
-
-    Only for models with a latent to sample (SPADE+VAE); the others map a label map (and a style) to one
-    image.
-    """
-    if not lm.use_vae or args.n_samples < 2 or n == 0:
-        return None
-    scores = []
-    for batch in _batches(val_set, n, args.batch_size):
-        segmap = lm.segmap(batch["label"], batch.get("instance")).to(args.device)
-        samples = torch.stack([quantize_png(lm.generate(segmap, generator=gen).cpu())
-                               for _ in range(args.n_samples)], 1)  # (B, S, 3, H, W)
-        scores += [mean_pairwise_l1(s) for s in samples]
-    return float(np.mean(scores))
+def _diversity(lm: LoadedModel, val_set, n: int, args: MetricsArgs, gen: torch.Generator,
+               lpips=None) -> dict:
+    """Diversity of ``n_samples`` samples per label map: mean pairwise L1 ([0, 1] pixel units), MS-SSIM and
+    (when ``lpips`` is loaded) LPIPS. Only for models with a latent to sample (SPADE+VAE); the others map a
+    label map (and a style) to one image, so their entries are None."""
+    scores = {"diversity": [], "diversity_ms_ssim": [], "diversity_lpips": []}
+    if lm.use_vae and args.n_samples >= 2 and n > 0:
+        for batch in _batches(val_set, n, args.batch_size):
+            segmap = lm.segmap(batch["label"], batch.get("instance")).to(args.device)
+            samples = torch.stack([quantize_png(lm.generate(segmap, generator=gen).cpu())
+                                   for _ in range(args.n_samples)], 1)  # (B, S, 3, H, W)
+            for one in samples:
+                scores["diversity"].append(mean_pairwise_l1(one))
+                scores["diversity_ms_ssim"].append(mean_pairwise_ms_ssim(one))
+                if lpips is not None:
+                    scores["diversity_lpips"].append(mean_pairwise_lpips(one.to(args.device), lpips))
+    return {k: float(np.mean(v)) if v else None for k, v in scores.items()}
 
 
 def _region_colours(image: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -1097,7 +1156,8 @@ def _fmt(value, digits: int) -> str:
 def markdown_table(real: dict, rows: list[dict], fd_name: str, notes: list[str]) -> str:
     """The paper-style comparison table (SPADE Table 1 / SEAN Tables 1-2 columns, plus this project's)."""
     head = ["Method", "mIoU ↑", "accu ↑", f"{fd_name} ↓", "PSNR ↑", "SSIM ↑", "RMSE ↓", "diversity ↑",
-            "region→B ↓", "transfer success ↑", "other regions Δ ↓", "transfer RMSE vs GT ↓"]
+            "MS-SSIM ↓", "LPIPS ↑", "region→B ↓", "transfer success ↑", "other regions Δ ↓",
+            "transfer RMSE vs GT ↓"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     gt = real["seg"]
     lines.append("| " + " | ".join(["ground truth (real images)", _fmt(100 * gt["miou"], 1),
@@ -1105,6 +1165,7 @@ def markdown_table(real: dict, rows: list[dict], fd_name: str, notes: list[str])
     for r in rows:
         cells = [r["name"], _fmt(100 * r["miou"], 1), _fmt(100 * r["accuracy"], 1), _fmt(r["frechet"], 2),
                  _fmt(r["psnr"], 2), _fmt(r["ssim"], 3), _fmt(r["rmse"], 3), _fmt(r["diversity"], 3),
+                 _fmt(r["diversity_ms_ssim"], 3), _fmt(r["diversity_lpips"], 3),
                  _fmt(r["transfer_to_B"], 3), _fmt(r["transfer_success"], 2),
                  _fmt(r["transfer_others_change"], 3), _fmt(r.get("transfer_gt_rmse"), 3)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -1156,10 +1217,11 @@ def run_metrics(args: MetricsArgs, log=print) -> dict:
     features = FeatureExtractor(segmenter, args.inception_weights, not args.no_download, args.device, log)
     log(f"[evaluate] real validation images: {n}")
     real = evaluate_real(val_set, info, n, segmenter, features, args)
+    lpips = load_lpips(args.device, log) if any(lm.use_vae for lm in models_) else None
     rows = []
     for lm in models_:
         log(f"[evaluate] {lm.name}")
-        rows.append(evaluate_model(lm, val_set, n, segmenter, features, real["features"], args))
+        rows.append(evaluate_model(lm, val_set, n, segmenter, features, real["features"], args, lpips))
     if features.net is not None:
         fd_note = (f"FID: Frechet distance of Inception-v3 pool3 features (299x299 bilinear), {n} vs {n} "
                    f"images. {features.note}").strip()
@@ -1174,8 +1236,9 @@ def run_metrics(args: MetricsArgs, log=print) -> dict:
         "PSNR (dB) / SSIM / RMSE ([0, 1] units): regenerated from the image's own style (SEAN style codes, "
         "SPADE+VAE encoder mean); n/a for models without a style input. SEAN's synthesis rows also use the "
         "real image's style, as its paper's test protocol.",
-        f"diversity: mean pairwise L1 ([0, 1] units) of {args.n_samples} random-z samples per label map "
-        "(SPADE+VAE only; the other models are deterministic given their inputs).",
+        f"diversity: mean pairwise L1 ([0, 1] units), MS-SSIM (lower = more diverse; fewer scales below "
+        f"176 pixels) and LPIPS (AlexNet; n/a without its ImageNet weights) of {args.n_samples} random-z "
+        "samples per label map (SPADE+VAE only; the other models are deterministic given their inputs).",
         "region transfer (synthetic, SEAN only; SPADE+VAE has one global code: n/a): RGB distance of the "
         "transferred region's mean colour to B's region, fraction closer to B than to A, colour change of "
         "A's other regions, RMSE against the dataset's exact rendering of A with B's style for that region."]
@@ -1194,6 +1257,55 @@ def run_metrics(args: MetricsArgs, log=print) -> dict:
         (out / "metrics.md").write_text(table)
         (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=2, allow_nan=False))
     return result
+
+
+class TrainingEvaluator:
+    """train.py --eval-every: mIoU / accuracy and the Frechet distance of the generator being trained, on a
+    fixed validation subset, with the segmenter and features of ``evaluate.py metrics`` (the cached U-Net or
+    a TorchScript segmenter; Inception features when their file is present, else the segmenter's, named FSD).
+    The real images' side is computed once here; each call costs one synthesis pass over n images."""
+
+    def __init__(self, config: dict, n: int, segmenter: str | None = None, device: str = "cpu", log=print):
+        import train
+
+        known = {f.name for f in fields(train.Args)}
+        self.args = train.Args(**{k: v for k, v in config.items() if k in known})
+        a = self.args
+        self.size = (round(a.crop_size / a.aspect_ratio), a.crop_size)
+        self.val_set = build_split(a.dataset, a.dataroot or None, "val", self.size, length=n, seed=a.seed)
+        self.n = min(n, len(self.val_set))
+        info = self.info = self.val_set.info
+        self.metrics = MetricsArgs(batch_size=16, device=device, seed=a.seed)
+        if segmenter:
+            self.segmenter = TorchScriptSegmenter(segmenter, info.label_nc).to(device)
+        else:
+            self.segmenter = get_segmenter(a.dataset, self.size, info, lambda: build_split(
+                a.dataset, a.dataroot or None, "train", self.size, seed=a.seed), SegmenterConfig(),
+                DEFAULT_CACHE, device, log)
+        self.features = FeatureExtractor(self.segmenter, None, False, device, log)
+        self.real = evaluate_real(self.val_set, info, self.n, self.segmenter, self.features, self.metrics)
+        self.frechet_name = self.features.name
+
+    @torch.no_grad()
+    def __call__(self, G: nn.Module, E: nn.Module | None) -> dict:
+        """Scores of G (and E) as they are now: eval mode inside, the callers' mode and RNG left as found."""
+        a = self.args
+        use_instance = bool(a.use_instance and self.info.has_instance)
+        lm = LoadedModel("(training)", a.name, a.model, bool(a.vae), G, E, a.dataset, a.dataroot or None,
+                         self.size, self.info, use_instance, a.z_dim, a.seed)
+        modes = [(m, m.training) for m in (G, E) if m is not None]
+        dev = next(G.parameters()).device
+        with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+            for m, _ in modes:
+                m.eval()
+            try:
+                row = synthesis_scores(lm, self.val_set, self.n, self.segmenter, self.features,
+                                       self.real["features"], self.metrics,
+                                       torch.Generator().manual_seed(a.seed))
+            finally:
+                for m, mode in modes:
+                    m.train(mode)
+        return {"miou": row["miou"], "accuracy": row["accuracy"], "frechet": row["frechet"]}
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -168,6 +168,13 @@ class Args:
     """save a checkpoint every this many steps (and always at the end)"""
     keep_checkpoints: int = 3
     """keep only the newest this many periodic checkpoints (0 = keep all)"""
+    eval_every: int = 0
+    """every this many steps, score the generator as `evaluate.py metrics` does (mIoU, accuracy, Frechet
+    distance) on a fixed validation subset, log it and keep best.pt by the Frechet distance (0 = off)"""
+    eval_images: int = 100
+    """validation images scored by --eval-every"""
+    eval_segmenter: str = ""
+    """TorchScript segmenter for --eval-every (default: evaluate.py's cached U-Net, trained on first use)"""
     resume: str = ""
     """checkpoint file, or run folder (its newest checkpoint), to continue from exactly"""
     progress: bool = True
@@ -252,7 +259,8 @@ ARCHITECTURE = ("model", "vae", "dataset", "crop_size", "aspect_ratio", "use_ins
 # Lower bounds of the counts and sizes, checked before anything is created.
 MINIMUM = dict(crop_size=1, synthetic_length=1, num_workers=0, ngf=1, ndf=1, num_D=1, n_layers_D=1, z_dim=1,
                style_dim=1, batch_size=1, niter=0, niter_decay=0, max_steps=0, threads=0, log_every=1,
-               sample_every=1, save_every=1, keep_checkpoints=0, aspect_ratio=1e-6, lr_G=0.0, lr_D=0.0)
+               sample_every=1, save_every=1, keep_checkpoints=0, aspect_ratio=1e-6, lr_G=0.0, lr_D=0.0,
+               eval_every=0, eval_images=2)
 
 
 def parse_args(argv=None) -> Args:
@@ -642,15 +650,28 @@ def plot_losses(log_path: str, png_path: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     with open(log_path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+        every = [json.loads(line) for line in f if line.strip()]
+    rows = [r for r in every if "D/total" in r]  # training steps; --eval-every adds "eval/..." rows
+    evals = [r for r in every if "eval/frechet" in r]
     if not rows:
         return
     keys = [k for k in rows[-1] if k.startswith(("D/", "G/"))]
     steps = np.array([r["step"] for r in rows])
-    fig = Figure(figsize=(11, 4))
+    fig = Figure(figsize=(16 if evals else 11, 4))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    for ax, side in zip(axes, ("D/", "G/"), strict=True):
+    axes = fig.subplots(1, 3 if evals else 2)
+    if evals:  # Frechet distance on the left axis, mIoU / accuracy on the right
+        ax = axes[2]
+        at = [r["step"] for r in evals]
+        ax.plot(at, [r["eval/frechet"] for r in evals], "o-", color="C3", label="Frechet distance")
+        ax.set_xlabel("step")
+        ax.set_title("validation (--eval-every)")
+        ax.legend(loc="upper left", fontsize=8)
+        right = ax.twinx()
+        for k, c in (("miou", "C0"), ("accuracy", "C2")):
+            right.plot(at, [r[f"eval/{k}"] for r in evals], "s--", color=c, label=k)
+        right.legend(loc="upper right", fontsize=8)
+    for ax, side in zip(axes[:2], ("D/", "G/"), strict=True):
         for k in (k for k in keys if k.startswith(side)):
             v = np.array([r.get(k, np.nan) for r in rows], dtype=float)
             w = max(1, len(v) // 50)  # moving average so the trend is visible through GAN noise
@@ -770,6 +791,7 @@ def train(args: Args, d: Dist, device: torch.device) -> dict:
     sched_D = torch.optim.lr_scheduler.LambdaLR(opt_D, lr_factor(args.niter, args.niter_decay))
 
     step, epoch, batch_in_epoch = 0, 0, 0
+    best_frechet = None  # --eval-every: the lowest Frechet distance so far (best.pt holds that state)
     if ckpt is not None:
         G.load_state_dict(ckpt["G"])
         D.load_state_dict(ckpt["D"])
@@ -780,6 +802,7 @@ def train(args: Args, d: Dist, device: torch.device) -> dict:
         sched_G.load_state_dict(ckpt["sched_G"])
         sched_D.load_state_dict(ckpt["sched_D"])
         step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+        best_frechet = ckpt.get("best_frechet")
         if len(ckpt["rng"]) == d.world:
             set_rng_state(ckpt["rng"][d.rank])
         else:
@@ -829,7 +852,7 @@ def train(args: Args, d: Dist, device: torch.device) -> dict:
             f"{f' x{d.world}' if d.enabled else ''} | run dir {run_dir}")
         log(plan_line(args, steps_per_epoch, total_steps))
 
-    def checkpoint() -> str | None:
+    def checkpoint(name: str = "") -> str | None:
         rngs = [rng_state()]
         if d.enabled:
             rngs = [None] * d.world
@@ -837,14 +860,16 @@ def train(args: Args, d: Dist, device: torch.device) -> dict:
         if not d.main:
             return None
         state = {"format": CKPT_FORMAT, "config": asdict(args), "step": step, "epoch": epoch,
-                 "batch_in_epoch": batch_in_epoch, "world_size": d.world,
+                 "batch_in_epoch": batch_in_epoch, "world_size": d.world, "best_frechet": best_frechet,
                  "G": unwrap(G).state_dict(), "D": D_plain.state_dict(),
                  "E": unwrap(E).state_dict() if E is not None else None,
                  "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
                  "sched_G": sched_G.state_dict(), "sched_D": sched_D.state_dict(),
                  "rng": rngs, "sampler": {"seed": args.seed, "epoch": epoch, "skip_batches": batch_in_epoch}}
-        path = os.path.join(run_dir, f"ckpt_{step:08d}.pt")
+        path = os.path.join(run_dir, name or f"ckpt_{step:08d}.pt")
         save_checkpoint(path, state)
+        if name:
+            return path
         if args.keep_checkpoints:
             for f in list_checkpoints(run_dir)[:-args.keep_checkpoints]:
                 os.remove(os.path.join(run_dir, f))
@@ -863,6 +888,29 @@ def train(args: Args, d: Dist, device: torch.device) -> dict:
                              f"the update. Last good checkpoint: {where}")
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+    evaluator = None
+    if args.eval_every and d.main:
+        import evaluate
+        evaluator = evaluate.TrainingEvaluator(asdict(args), args.eval_images, args.eval_segmenter or None,
+                                               str(device), log)
+        log(f"--eval-every {args.eval_every}: {evaluator.n} validation images, "
+            f"{evaluator.frechet_name} for the Frechet distance")
+
+    def evaluate_now() -> None:
+        """Rank 0 scores G; every rank writes best.pt's turn together (checkpoint() gathers RNG states)."""
+        nonlocal best_frechet
+        scores = evaluator(unwrap(G), unwrap(E)) if d.main else {}
+        improved = d.main and (best_frechet is None or scores["frechet"] < best_frechet)
+        if d.main:
+            best_frechet = scores["frechet"] if improved else best_frechet
+            row = {"step": step, **{f"eval/{k}": v for k, v in scores.items()}}
+            log_file.write(json.dumps(row) + "\n")
+            if tb is not None:
+                for k, v in row.items():
+                    if k != "step":
+                        tb.add_scalar(k, v, step)
+        if any_rank(improved, d, device):
+            checkpoint("best.pt")
 
     if step >= total_steps:
         log(f"nothing to do: the checkpoint is at step {step} of {total_steps} (raise --max-steps/--niter)")
@@ -941,6 +989,8 @@ def train(args: Args, d: Dist, device: torch.device) -> dict:
                                          label, real, fake, args.dataset)
                             plot_losses(log_path, os.path.join(run_dir, "loss_curves.png"))
 
+                    if args.eval_every and step % args.eval_every == 0:
+                        evaluate_now()
                     stop = any_rank(stopper.requested, d, device)
                     if step % args.save_every == 0 or step == total_steps or stop:
                         path = checkpoint()

@@ -100,6 +100,37 @@ def test_ssim_psnr_rmse_against_torchmetrics():
         ev.ssim(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
 
 
+def test_ms_ssim_diversity_small_images_and_pairs():
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms_ssim
+
+    torch.manual_seed(0)
+    same = torch.rand(1, 3, 64, 64).repeat(3, 1, 1, 1)
+    assert ev.mean_pairwise_ms_ssim(same) == pytest.approx(1.0, abs=1e-6)  # identical samples: no diversity
+    samples = torch.rand(3, 3, 64, 64)
+    # the mean over the 3 pairs of the 3-scale MS-SSIM (5 scales need images above 160 pixels)
+    betas = tuple(b / sum(ev.MS_SSIM_BETAS[:3]) for b in ev.MS_SSIM_BETAS[:3])
+    pairs = [float(ms_ssim(samples[i:i + 1].double(), samples[j:j + 1].double(), data_range=1.0, betas=betas))
+             for i, j in ((0, 1), (0, 2), (1, 2))]
+    assert ev.mean_pairwise_ms_ssim(samples) == pytest.approx(np.mean(pairs), rel=1e-6)
+    assert ev.mean_pairwise_ms_ssim(torch.rand(2, 3, 256, 256)) < 0.5  # full 5 scales run at 256
+
+
+def test_lpips_needs_the_real_alexnet_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    notes = []
+    assert ev.load_lpips(log=notes.append) is None
+    assert ev.LPIPS_BACKBONE in notes[0] and str(tmp_path / "hub" / "checkpoints") in notes[0]
+    # a weight file with torchvision's AlexNet keys (made here: the real one cannot be downloaded) loads
+    import torchvision
+    hub = tmp_path / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    torch.save(torchvision.models.alexnet().state_dict(), hub / ev.LPIPS_BACKBONE)
+    lpips = ev.load_lpips(log=notes.append)
+    x = torch.rand(2, 3, 64, 64)
+    assert ev.mean_pairwise_lpips(x[:1].repeat(2, 1, 1, 1), lpips) == pytest.approx(0.0, abs=1e-6)
+    assert ev.mean_pairwise_lpips(x, lpips) > 0
+
+
 def test_quantize_png_and_diversity():
     x = torch.tensor([-1.0, -0.5, 0.0, 0.999, 1.0, 3.0])
     q = ev.quantize_png(x)
@@ -292,6 +323,8 @@ def test_metrics_table_and_fallback_never_says_fid(ckpts, tmp_path, monkeypatch,
     # reconstruction only for models with a style input, diversity only with a latent, transfer only SEAN
     assert rows["spade"]["psnr"] is None and rows["spade"]["diversity"] is None
     assert rows["spade+vae"]["psnr"] is not None and rows["spade+vae"]["diversity"] > 0
+    assert 0 < rows["spade+vae"]["diversity_ms_ssim"] <= 1 and rows["spade+vae"]["diversity_lpips"] is None
+    assert rows["spade"]["diversity_ms_ssim"] is None
     assert rows["spade+vae"]["transfer_to_B"] is None
     assert rows["sean"]["ssim"] is not None and rows["sean"]["transfer_success"] is not None
     assert rows["sean"]["transfer_gt_rmse"] is not None and rows["sean"]["transfer_cases"] > 0

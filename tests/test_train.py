@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,42 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert 1 <= torch.load(ckpts[0], weights_only=True)["step"] < 400
 
 
+@pytest.fixture(scope="module")
+def tiny_segmenter(tmp_path_factory) -> str:
+    """A TorchScript segmenter (--eval-segmenter): the tests skip training evaluate.py's cached U-Net."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("seg") / "seg.pt"
+    nn = torch.nn
+    net = nn.Sequential(nn.Conv2d(3, 10, 3, padding=1), nn.Tanh(), nn.Conv2d(10, 10, 1))
+    with warnings.catch_warnings():  # TorchScript: deprecated upstream, still the common segmenter export
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.trace(net, torch.zeros(1, 3, 32, 32)).save(str(path))
+    return str(path)
+
+
+def test_eval_every_logs_keeps_best_and_resumes_exactly(tmp_path, tiny_segmenter):
+    """--eval-every scores the generator on a fixed validation subset without touching the training RNG or
+    modes: a run split by a resume equals the straight run, eval rows and best.pt included."""
+    ev = ["--eval-every", 2, "--eval-images", 4, "--eval-segmenter", tiny_segmenter, "--save-every", 3]
+    full = train.main(tiny(tmp_path, "--max-steps", 6, "--name", "full", *ev))
+    train.main(tiny(tmp_path, "--max-steps", 3, "--name", "split", *ev))
+    resumed = train.main(["--resume", str(tmp_path / "split"), "--max-steps", "6"])
+    assert_same_state(full["G"].state_dict(), resumed["G"].state_dict())
+    evals = {}
+    for run in ("full", "split"):
+        rows = read_log(tmp_path / run / "log.jsonl")
+        evals[run] = [r for r in rows if "eval/frechet" in r]
+        assert [r["step"] for r in rows if "D/total" in r] == [1, 2, 3, 4, 5, 6]
+    assert evals["full"] == evals["split"] and [r["step"] for r in evals["full"]] == [2, 4, 6]
+    assert all(0 <= r["eval/miou"] <= 1 and r["eval/frechet"] >= 0 for r in evals["full"])
+    best = min(evals["full"], key=lambda r: r["eval/frechet"])
+    for run in ("full", "split"):
+        saved = torch.load(tmp_path / run / "best.pt", weights_only=True)
+        assert saved["step"] == best["step"] and saved["best_frechet"] == best["eval/frechet"]
+    assert torch.load(tmp_path / "full" / "ckpt_00000006.pt", weights_only=True)["best_frechet"] == \
+        best["eval/frechet"]
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Two processes, DistributedDataParallel on gloo
 # ------------------------------------------------------------------------------------------------------------
@@ -198,7 +235,13 @@ def _ddp_worker(rank: int, world: int, port: int, argv: list[str], out_dir: str)
 
 def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path):
     # batch 4 = 2 per process; syncbatch exercises the CPU fallback to per-process BatchNorm.
-    argv = tiny(tmp_path, "--batch-size", 4, "--max-steps", 3, "--param-free", "syncbatch", "--name", "ddp")
+    # --eval-every: rank 0 scores the generator, rank 1 waits for it (and for best.pt's RNG gathering)
+    seg = tmp_path / "seg.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.trace(torch.nn.Conv2d(3, 10, 1), torch.zeros(1, 3, 32, 32)).save(str(seg))
+    argv = tiny(tmp_path, "--batch-size", 4, "--max-steps", 3, "--param-free", "syncbatch", "--name", "ddp",
+                "--eval-every", 2, "--eval-images", 4, "--eval-segmenter", seg)
     mp.spawn(_ddp_worker, args=(2, _free_port(), argv, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for k in ("G", "D"):
@@ -206,7 +249,9 @@ def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path):
     start = torch.load(tmp_path / "ddp" / "ckpt_00000003.pt", weights_only=True)
     assert start["world_size"] == 2 and len(start["rng"]) == 2  # each rank's noise stream is kept
     assert_same_state(start["G"], r0["G"])
-    assert len(read_log(tmp_path / "ddp" / "log.jsonl")) == 3  # rank 0 only
+    rows = read_log(tmp_path / "ddp" / "log.jsonl")
+    assert len(rows) == 4 and rows[2]["step"] == 2 and "eval/frechet" in rows[2]  # rank 0 only
+    assert len(torch.load(tmp_path / "ddp" / "best.pt", weights_only=True)["rng"]) == 2
 
 
 # ------------------------------------------------------------------------------------------------------------

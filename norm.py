@@ -27,6 +27,7 @@ __all__ = [
     "region_average_pool",
     "SPADE",
     "SEAN",
+    "sean_paper_form",
     "CLADE",
 ]
 
@@ -83,11 +84,20 @@ def _check_segmap(layer: str, segmap: torch.Tensor, x: torch.Tensor, label_nc: i
         )
 
 
-def _resize(segmap: torch.Tensor, size) -> torch.Tensor:
-    # nearest keeps a one-hot map one-hot (bilinear would blend labels at region borders)
+def resize_segmap(segmap: torch.Tensor, size) -> torch.Tensor:
+    """The segmap at a layer's size; nearest keeps a one-hot map one-hot (bilinear would blend labels)."""
     if segmap.shape[2:] == size:
         return segmap
     return F.interpolate(segmap, size=size, mode="nearest")
+
+
+def add_noise(x: torch.Tensor, noise_var: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """SEAN's noise, as the official code: one N(0, 1) value per pixel, shared by all channels and scaled per
+    channel by noise_var; added in training and evaluation alike. noise: a given (B, 1, H, W) draw."""
+    if noise is None:
+        noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
+    # h_{n,c,y,x} \leftarrow h_{n,c,y,x} + \nu_c \, z_{n,y,x},\quad z \sim \mathcal{N}(0, 1)
+    return x + noise * noise_var.view(1, -1, 1, 1)
 
 
 def region_average_pool(features: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
@@ -102,7 +112,7 @@ def region_average_pool(features: torch.Tensor, segmap: torch.Tensor) -> torch.T
             f"region_average_pool expected features (B, C, H, W) and segmap (B, K, H, W) with the same B, "
             f"got {tuple(features.shape)} and {tuple(segmap.shape)}"
         )
-    m = _resize(segmap, features.shape[2:]).to(features.dtype)
+    m = resize_segmap(segmap, features.shape[2:]).to(features.dtype)
     # ST_{:,j} = \frac{1}{|M_j|} \sum_{p \in M_j} F_p   (zero when |M_j| = 0)
     summed = torch.einsum("bkhw,bchw->bkc", m, features)
     area = m.sum(dim=(2, 3)).unsqueeze(-1)  # (B, K, 1)
@@ -138,7 +148,7 @@ class SPADE(nn.Module):
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
         _check_segmap("SPADE", segmap, x, self.label_nc)
         normalized = self.param_free_norm(x)
-        gamma, beta = self.gamma_beta(_resize(segmap, x.shape[2:]).to(x.dtype))
+        gamma, beta = self.gamma_beta(resize_segmap(segmap, x.shape[2:]).to(x.dtype))
         # Why 1 + gamma: the convs start with small random weights, so gamma ~ 0 at init and the layer starts
         # as (almost) the identity on the normalized signal, keeping its unit scale; a plain gamma ~ 0 would
         # instead multiply the signal by ~0 and kill it (and its gradient) at the start of training.
@@ -167,13 +177,13 @@ class SEAN(nn.Module):
     them (the instance-edge channel) overlap the regions and are not regions: they reach gamma/beta only
     through the mask-only SPADE branch, as in SPADE. num_regions defaults to label_nc (no edge channel).
 
-    Fast form: the (B, S, H, W) style map is never built. A conv is linear, so
-    conv(sum_k mu_k m_k) = sum_k (W . mu_k) * m_k: each sample's style vectors are folded into a kernel over
-    the K mask channels and one grouped conv (groups=B) runs on the mask. Zero padding keeps this exact
-    because the style map and the mask are both zero outside the image.
-    tests/sean_oracle.py holds the loop form. For one-hot maps this equals the official code; where a pixel
-    has several nonzero channels (soft maps) the regions' style vectors are summed with the mask weights,
-    while the official masked_scatter lets the last class win.
+    sean_paper_form (below) computes the layer as the paper draws it: build the style map sum_k v_k M_k,
+    conv it, blend. forward computes the same without building the (B, S, H, W) style map: a conv is linear,
+    so conv(sum_k v_k M_k) = sum_k (W . v_k) * M_k, i.e. each sample's style vectors are folded into a kernel
+    over the K mask channels and one grouped conv (groups=B) runs on the mask. Zero padding keeps this exact
+    because the style map and the mask are both zero outside the image. For one-hot maps both equal the
+    official code; where a pixel has several nonzero channels (soft maps) the regions' style vectors are
+    summed with the mask weights, while the official masked_scatter lets the last class win.
     """
 
     def __init__(self, norm_nc: int, label_nc: int, style_dim: int = 512, hidden: int = 128,
@@ -208,41 +218,38 @@ class SEAN(nn.Module):
                 f"got {tuple(style_codes.shape)}"
             )
 
-    def style_mu(self, style_codes: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-        """Per-class FC + ReLU on each region's style vector: (B, K, S) -> mu (B, K, S), 0 if absent."""
-        # \mu_{b,k} = \mathrm{ReLU}(W_k ST_{:,k} + b_k), all classes at once
+    def region_styles(self, style_codes: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+        """Per-class FC + ReLU on each region's style vector: ST rows (B, K, S) -> v (B, K, S), 0 if absent.
+
+        (The official code calls these fc_mu / mu; here v, so that mu stays the normalization mean.)"""
+        # v_{b,k} = \mathrm{ReLU}(W_k ST_{:,k} + b_k), all classes at once
         # computed as W_k (t, s) @ ST_k (s, b) per class, so that the weight's gradient comes out in the
         # weight's own (K, t, s) layout; einsum("bks,kts->bkt") made it as (K, s, t) and then paid a
         # transposed copy of K S^2 floats (20 MB per layer at S = 512) in every backward pass
-        mu = torch.bmm(self.fc_mu_weight, style_codes.permute(1, 2, 0)).permute(2, 0, 1)  # (B, K, t)
-        mu = F.relu(mu + self.fc_mu_bias)
+        v = torch.bmm(self.fc_mu_weight, style_codes.permute(1, 2, 0)).permute(2, 0, 1)  # (B, K, t)
+        v = F.relu(v + self.fc_mu_bias)
         # absent classes contribute nothing (their mask channel is 0); where() also stops NaN/inf codes there
         present = (segmap != 0).flatten(2).any(dim=2).unsqueeze(-1)  # (B, K, 1)
-        return torch.where(present, mu, torch.zeros_like(mu))
+        return torch.where(present, v, torch.zeros_like(v))
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor, style_codes: torch.Tensor,
                 noise: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, norm_nc, H, W), segmap (B, label_nc, *, *), style_codes (B, num_regions, style_dim) -> like
         x.
 
-        noise: optional (B, 1, H, W) standard-normal draw (tests pass one to compare with the oracle).
+        noise: optional (B, 1, H, W) standard-normal draw (tests pass one to compare with the paper form).
         """
         _check_segmap("SEAN", segmap, x, self.label_nc)
         self._check_style_codes(style_codes, x.shape[0])
         if self.use_noise:
-            # as the official code: one N(0,1) value per pixel, shared by all channels, scaled per channel;
-            # added in train and eval alike
-            if noise is None:
-                noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
-            # h_{n,c,y,x} \leftarrow h_{n,c,y,x} + \nu_c \, z_{n,y,x},\quad z \sim \mathcal{N}(0, 1)
-            x = x + noise * self.noise_var.view(1, -1, 1, 1)
+            x = add_noise(x, self.noise_var, noise)
         normalized = self.param_free_norm(x)
 
-        segmap = _resize(segmap, x.shape[2:]).to(x.dtype)
+        segmap = resize_segmap(segmap, x.shape[2:]).to(x.dtype)
         regions = segmap[:, :self.num_regions]  # the style branch sees only the region channels
         B, K, H, W = regions.shape
         C = self.norm_nc
-        mu = self.style_mu(style_codes.to(x.dtype), regions)  # (B, K, S)
+        v = self.region_styles(style_codes.to(x.dtype), regions)  # (B, K, S)
         a_g = torch.sigmoid(self.blending_gamma)
         a_b = torch.sigmoid(self.blending_beta)
 
@@ -260,10 +267,10 @@ class SEAN(nn.Module):
         # \gamma^o_{c,y,x}(M), \beta^o_{c,y,x}(M): the SPADE branch on the mask alone
         gamma_beta = F.conv2d(self.spade.mlp_shared(segmap), w_o, bias, padding=pad)
 
-        # \gamma^s_{c,y,x}(ST), \beta^s_{c,y,x}(ST) = \mathrm{conv}\big(\sum_k \mu_k M_k\big)
-        #   = \sum_k (W \cdot \mu_k) * M_k
+        # \gamma^s_{c,y,x}(ST), \beta^s_{c,y,x}(ST) = \mathrm{conv}\big(\sum_k v_k M_k\big)
+        #   = \sum_k (W \cdot v_k) * M_k
         # fold each sample's style vectors into a kernel over the K mask channels: (B, 2C, K, kh, kw) ...
-        kernel = torch.einsum("csij,bks->bckij", w_s, mu)
+        kernel = torch.einsum("csij,bks->bckij", w_s, v)
         # ... and run it as one grouped conv, group b = sample b (its K mask channels -> its 2C outputs)
         style = F.conv2d(regions.reshape(1, B * K, H, W), kernel.reshape(B * 2 * C, K, kh, kw),
                          padding=pad, groups=B)
@@ -272,6 +279,39 @@ class SEAN(nn.Module):
         # 1 + gamma for the same reason as in SPADE: identity modulation at init, unit scale preserved
         # out = \gamma_{c,y,x} \frac{h_{n,c,y,x} - \mu_c}{\sigma_c} + \beta_{c,y,x}   (code: 1 + \gamma)
         return torch.addcmul(beta, normalized, 1 + gamma)
+
+
+def sean_paper_form(layer: SEAN, x: torch.Tensor, segmap: torch.Tensor, style_codes: torch.Tensor,
+                    noise: torch.Tensor | None = None) -> torch.Tensor:
+    """A SEAN layer computed as the paper draws it (SEAN §3.2, Fig. 3), from the layer's own parameters:
+    each region's style vector goes through its class's FC + ReLU and is broadcast over the region to build
+    the style map, which two convs turn into gamma^s, beta^s; the SPADE branch gives gamma^o, beta^o from the
+    mask; the two are blended. Same inputs and result as layer(x, segmap, style_codes, noise); the tests and
+    bench.py use it as the reference for the folded SEAN.forward."""
+    if layer.use_noise:
+        x = add_noise(x, layer.noise_var, noise)
+    normalized = layer.param_free_norm(x)
+    segmap = resize_segmap(segmap, x.shape[2:]).to(x.dtype)
+    style_map = torch.zeros(x.shape[0], layer.style_dim, *x.shape[2:], dtype=x.dtype, device=x.device)
+    for k in range(layer.num_regions):
+        region = segmap[:, k:k + 1]  # M_k, (B, 1, H, W)
+        present = region.flatten(1).any(dim=1)  # an absent class contributes nothing (even a NaN code)
+        # v_k = \mathrm{ReLU}(W_k ST_{:,k} + b_k): class k's own FC layer on region k's style vector
+        v = F.relu(F.linear(style_codes[:, k].to(x.dtype), layer.fc_mu_weight[k], layer.fc_mu_bias[k]))
+        v = torch.where(present[:, None], v, torch.zeros_like(v))
+        # the style map \sum_k v_k M_k: v_k broadcast over the pixels of region k
+        style_map = style_map + v[:, :, None, None] * region
+    # \gamma^s_{c,y,x}(ST), \beta^s_{c,y,x}(ST): convs on the style map
+    gamma_s, beta_s = layer.conv_gamma(style_map), layer.conv_beta(style_map)
+    # \gamma^o_{c,y,x}(M), \beta^o_{c,y,x}(M): the SPADE branch on the mask
+    gamma_o, beta_o = layer.spade.gamma_beta(segmap)
+    a_g, a_b = torch.sigmoid(layer.blending_gamma), torch.sigmoid(layer.blending_beta)
+    # \gamma = \alpha_\gamma \gamma^s + (1 - \alpha_\gamma) \gamma^o, \quad
+    # \beta = \alpha_\beta \beta^s + (1 - \alpha_\beta) \beta^o
+    gamma = a_g * gamma_s + (1 - a_g) * gamma_o
+    beta = a_b * beta_s + (1 - a_b) * beta_o
+    # out = \gamma_{c,y,x} \frac{h_{n,c,y,x} - \mu_c}{\sigma_c} + \beta_{c,y,x}   (code: 1 + \gamma)
+    return normalized * (1 + gamma) + beta
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -301,7 +341,7 @@ class CLADE(nn.Module):
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
         _check_segmap("CLADE", segmap, x, self.label_nc + int(self.use_edges))
         normalized = self.param_free_norm(x)
-        segmap = _resize(segmap, x.shape[2:]).to(x.dtype)
+        segmap = resize_segmap(segmap, x.shape[2:]).to(x.dtype)
         label = segmap[:, :self.label_nc].argmax(dim=1)  # (B, H, W); a lookup needs one label per pixel
         # \gamma_{c,y,x} = \Gamma_{l(y,x), c},  \beta_{c,y,x} = B_{l(y,x), c}: a table lookup per pixel
         gamma = F.embedding(label, self.weight).permute(0, 3, 1, 2)

@@ -1,20 +1,12 @@
-"""Tests for norm.py: statistics, wash-out, SPADE / SEAN / CLADE behaviour, the SEAN fast form vs the loop
-oracle (values and gradients), region pooling, parameter structure, and input errors."""
-
-import os
-import sys
+"""Tests for norm.py: statistics, wash-out, SPADE / SEAN / CLADE behaviour, the folded SEAN against its paper
+form (values and gradients), region pooling, parameter structure, and input errors."""
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from sean_oracle import sean_loop_forward  # noqa: E402
-
-from norm import (  # noqa: E402
+from norm import (
     CLADE,
     SEAN,
     SPADE,
@@ -23,6 +15,7 @@ from norm import (  # noqa: E402
     make_param_free_norm,
     normalize,
     region_average_pool,
+    sean_paper_form,
 )
 
 
@@ -176,7 +169,7 @@ def test_sean_absent_class_codes_do_not_matter_even_nan():
     torch.testing.assert_close(sean(x, m, bad, noise=noise), out.detach(), atol=0, rtol=0)
 
 
-# ---------------------------------------------------------------------------------------------- SEAN oracle
+# ------------------------------------------------------------------------------------ SEAN paper form
 
 
 def _randomize(layer, seed):
@@ -189,7 +182,7 @@ def _randomize(layer, seed):
             layer.noise_var.copy_(torch.randn(layer.noise_var.shape, generator=g) * 0.5)
 
 
-def _compare_with_oracle(K, C, S, hidden, B, size, seg_size, present, param_free="batch", seed=0):
+def _compare_with_paper_form(K, C, S, hidden, B, size, seg_size, present, param_free="batch", seed=0):
     torch.manual_seed(seed)
     layer = SEAN(C, K, style_dim=S, hidden=hidden, param_free=param_free)
     _randomize(layer, seed)
@@ -200,7 +193,7 @@ def _compare_with_oracle(K, C, S, hidden, B, size, seg_size, present, param_free
     w = torch.randn(B, C, *size)  # random output weights: every output element gets its own gradient
 
     results = []
-    for fn in (layer.forward, lambda *a, **k: sean_loop_forward(layer, *a, **k)):
+    for fn in (layer.forward, lambda *a, **k: sean_paper_form(layer, *a, **k)):
         layer.zero_grad(set_to_none=True)
         xi, ci = x.clone().requires_grad_(), codes.clone().requires_grad_()
         out = fn(xi, segmap, ci, noise=noise)
@@ -224,19 +217,19 @@ def _compare_with_oracle(K, C, S, hidden, B, size, seg_size, present, param_free
 
 @pytest.mark.parametrize("K, present", [(1, [0]), (5, [0, 2, 3]), (19, [0, 1, 4, 7, 8, 12, 18]),
                                         (37, list(range(0, 37, 3)))])
-def test_sean_matches_loop_oracle(K, present):
+def test_folded_sean_matches_paper_form(K, present):
     # segmap given at a different size: the nearest resize inside is part of what is compared
-    _compare_with_oracle(K, C=8, S=16, hidden=8, B=3, size=(12, 10), seg_size=(24, 20), present=present,
+    _compare_with_paper_form(K, C=8, S=16, hidden=8, B=3, size=(12, 10), seg_size=(24, 20), present=present,
                          seed=K)
 
 
-def test_sean_matches_loop_oracle_instance_norm_k5():
-    _compare_with_oracle(5, C=6, S=8, hidden=8, B=2, size=(9, 11), seg_size=(9, 11), present=[1, 4],
+def test_folded_sean_matches_paper_form_instance_norm_k5():
+    _compare_with_paper_form(5, C=6, S=8, hidden=8, B=2, size=(9, 11), seg_size=(9, 11), present=[1, 4],
                          param_free="instance", seed=1)
 
 
-def test_sean_matches_loop_oracle_style_dim_512():
-    _compare_with_oracle(19, C=8, S=512, hidden=16, B=2, size=(8, 8), seg_size=(16, 16),
+def test_folded_sean_matches_paper_form_style_dim_512():
+    _compare_with_paper_form(19, C=8, S=512, hidden=16, B=2, size=(8, 8), seg_size=(16, 16),
                          present=[0, 3, 5, 11, 18], seed=3)
 
 
@@ -314,7 +307,7 @@ def test_bad_style_codes_shape():
         sean(x, m, torch.zeros(4, 19))
 
 
-def test_sean_edge_channel_is_no_region_and_loop_oracle_agrees():
+def test_sean_edge_channel_is_no_region_and_paper_form_agrees():
     """With an instance-edge channel after the K classes, SEAN keeps K style rows (the edges overlap the
     regions and would break region averaging); the edge map still moves gamma/beta through the SPADE
     branch."""
@@ -326,7 +319,7 @@ def test_sean_edge_channel_is_no_region_and_loop_oracle_agrees():
     x, codes = torch.randn(B, C, 10, 10), torch.randn(B, K, S)
     seg = torch.cat([random_onehot(B, K, (10, 10), [0, 1, 3]), torch.zeros(B, 1, 10, 10)], 1)
     seg[:, K, 4:6] = 1  # an edge band across the classes
-    torch.testing.assert_close(layer(x, seg, codes), sean_loop_forward(layer, x, seg, codes), atol=1e-5,
+    torch.testing.assert_close(layer(x, seg, codes), sean_paper_form(layer, x, seg, codes), atol=1e-5,
                                rtol=1e-5)
     no_edges = seg.clone()
     no_edges[:, K] = 0

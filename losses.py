@@ -12,13 +12,15 @@ features, the last feature being the prediction map. A bare tensor (single-scale
 """
 
 import os
-import socket
 import urllib.parse
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
+
+import models
 
 # ----------------------------------------------------------------------------------------------------
 # Adversarial loss
@@ -126,36 +128,21 @@ class VGGWeightsNotFoundError(FileNotFoundError):
 
 def vgg19_checkpoint_path() -> str:
     """Where torchvision caches the VGG19 ImageNet checkpoint: <torch hub dir>/checkpoints/<file name>."""
-    filename = os.path.basename(urllib.parse.urlparse(VGG19_URL).path)
-    return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+    name = os.path.basename(urllib.parse.urlparse(VGG19_URL).path)
+    return os.path.join(torch.hub.get_dir(), "checkpoints", name)
 
 
 def load_vgg19_imagenet_state_dict(allow_download: bool = True, download_timeout: float = 10.0) -> dict:
-    """Return the state dict of torchvision's VGG19 (IMAGENET1K_V1) from the torch hub cache.
-
-    If the file is missing and allow_download, try torchvision's usual URL once, with a socket timeout so
-    that an offline machine fails fast. Never falls back to random weights: raises VGGWeightsNotFoundError.
-    """
-    path = vgg19_checkpoint_path()
-    reason = "download disabled"
-    if not os.path.isfile(path) and allow_download:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        old_timeout = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(download_timeout)
-        try:
-            # Writes to a temporary file first, so a failed download leaves nothing half-written at `path`.
-            torch.hub.download_url_to_file(VGG19_URL, path, progress=True)
-        except Exception as e:  # no network, DNS failure, timeout, HTTP error...
-            reason = f"download failed: {type(e).__name__}: {e}"
-        finally:
-            socket.setdefaulttimeout(old_timeout)
-    if not os.path.isfile(path):
+    """Return the state dict of torchvision's VGG19 (IMAGENET1K_V1) from the torch hub cache (one download
+    try when allowed and missing). Never falls back to random weights: raises VGGWeightsNotFoundError."""
+    path, reason = models.hub_file(VGG19_URL, allow_download, download_timeout)
+    if path is None:
+        expected = Path(vgg19_checkpoint_path())
         raise VGGWeightsNotFoundError(
-            f"The perceptual (VGG) loss needs torchvision's ImageNet VGG19 weights, file "
-            f"'{os.path.basename(path)}', expected at '{path}' ({reason}). Download {VGG19_URL} on a machine "
-            f"with network access and copy it to that path (the torch hub checkpoint folder; set "
-            f"TORCH_HOME to move it), or train without the perceptual loss: --no-vgg-loss (lambda_vgg=0)."
-        )
+            f"The perceptual (VGG) loss needs torchvision's ImageNet VGG19 weights, file '{expected.name}', "
+            f"expected at '{expected}' ({reason}). Download {VGG19_URL} on a machine with network access "
+            f"and copy it to that path (the torch hub checkpoint folder; set TORCH_HOME to move it), or "
+            f"train without the perceptual loss: --no-vgg-loss (lambda_vgg=0).")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

@@ -17,9 +17,19 @@ Two official quirks worth knowing when reading the layers below:
     but not the discriminator's first and last conv, nor the generator's first and last layer.
 """
 
+import argparse
+import ast
+import dataclasses
+import inspect
+import os
+import re
+import socket
+import textwrap
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -58,11 +68,6 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
 
 def _sn(layer: nn.Module, spectral: bool) -> nn.Module:
     return spectral_norm(layer) if spectral else layer
-
-
-def _resize(segmap: torch.Tensor, size) -> torch.Tensor:
-    # nearest keeps a one-hot map one-hot
-    return segmap if segmap.shape[2:] == size else F.interpolate(segmap, size=size, mode="nearest")
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
@@ -147,7 +152,7 @@ class SPADEResBlock(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 # The SPADE decoder layout, shared by SPADE, SEAN, Concat and CLADE generators
 
-_NUM_UP = {"normal": 5, "more": 6, "most": 7}
+NUM_UPSAMPLING = {"normal": 5, "more": 6, "most": 7}
 
 
 class _Decoder(nn.Module):
@@ -164,12 +169,12 @@ class _Decoder(nn.Module):
                  num_upsampling_layers: str, make_block: Callable[[int, int, bool], nn.Module],
                  z_dim: int | None = None):
         super().__init__()
-        if num_upsampling_layers not in _NUM_UP:
-            raise ValueError(f"num_upsampling_layers must be one of {list(_NUM_UP)}, "
+        if num_upsampling_layers not in NUM_UPSAMPLING:
+            raise ValueError(f"num_upsampling_layers must be one of {list(NUM_UPSAMPLING)}, "
                              f"got {num_upsampling_layers!r}")
         self.semantic_nc, self.ngf, self.z_dim = semantic_nc, ngf, z_dim
         self.num_upsampling_layers = num_upsampling_layers
-        n_up = _NUM_UP[num_upsampling_layers]
+        n_up = NUM_UPSAMPLING[num_upsampling_layers]
         self.sw = crop_size // 2**n_up
         self.sh = round(self.sw / aspect_ratio)
         if self.sw < 1 or self.sh < 1:
@@ -325,8 +330,7 @@ class SPADEWithNoise(nn.Module):
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor, style_codes=None) -> torch.Tensor:
         if self.use_noise:
-            noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
-            x = x + noise * self.noise_var.view(1, -1, 1, 1)
+            x = norm.add_noise(x, self.noise_var)
         return self.spade(x, segmap)
 
 
@@ -402,7 +406,7 @@ class ConcatNorm(nn.Module):
         self.norm = kinds[param_free](norm_nc, affine=True)
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.norm(x), _resize(segmap, x.shape[2:]).to(x.dtype)], dim=1)
+        return torch.cat([self.norm(x), norm.resize_segmap(segmap, x.shape[2:]).to(x.dtype)], dim=1)
 
 
 class ConcatGenerator(_Decoder):
@@ -473,7 +477,7 @@ class _Pix2PixHDResBlock(nn.Module):
         self.norm_1 = make_norm(dim)
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-        h = torch.cat([x, _resize(segmap, x.shape[2:]).to(x.dtype)], 1) if self.concat else x
+        h = torch.cat([x, norm.resize_segmap(segmap, x.shape[2:]).to(x.dtype)], 1) if self.concat else x
         h = F.relu(self.norm_0(self.conv_0(F.pad(h, (1, 1, 1, 1), mode="reflect")), segmap))
         h = self.norm_1(self.conv_1(F.pad(h, (1, 1, 1, 1), mode="reflect")), segmap)
         return x + h
@@ -617,8 +621,6 @@ class OfficialCheckpointError(ValueError):
 
 
 def _official_name(key: str) -> str:
-    import re
-
     key = re.sub(r"\.weight_orig$", ".parametrizations.weight.original", key)
     key = re.sub(r"\.weight_([uv])$", r".parametrizations.weight.0._\1", key)
     key = re.sub(r"^layer(\d+)\.0\.", lambda m: f"convs.{int(m[1]) - 1}.", key)
@@ -635,8 +637,6 @@ def _listing(title: str, items: list[str], limit: int = 12) -> str:
 def convert_official_state(state: dict, model: nn.Module, what: str = "network") -> dict:
     """An official state dict -> this project's names for `model`; raises OfficialCheckpointError listing
     every missing, unexpected or wrongly shaped key (nothing is loaded partially)."""
-    import re
-
     ours = model.state_dict()
     last = tuple(f"{n}." for n, m in model.named_modules() if isinstance(m, SPADEWithNoise))
     out, fc = {}, {}
@@ -723,6 +723,173 @@ def build_generator(model: str, semantic_nc: int, **kw) -> nn.Module:
     if model not in GENERATORS:
         raise ValueError(f"model must be one of {sorted(GENERATORS)}, got {model!r}")
     return GENERATORS[model](semantic_nc, **kw)
+
+
+@dataclass
+class ModelArgs:
+    """Everything that fixes the networks' shapes. Every train.py checkpoint stores it as "model_args", so any
+    script rebuilds the trained networks with build(ModelArgs(**ckpt["model_args"])). Field names are
+    train.Args's, so ModelArgs.from_config(config, ...) reads them out of a run's arguments."""
+
+    model: str = "spade"
+    """generator: spade | sean | concat | pix2pixhd | clade"""
+    semantic_nc: int = 11
+    """generator input channels: classes + don't-care + instance edges"""
+    use_edges: bool = False
+    """the segmap's last channel is the instance-edge map (SEAN and CLADE treat it apart from the classes)"""
+    vae: bool = False
+    """SPADE with its image encoder (z from the encoder instead of the downsampled segmap)"""
+    ngf: int = 64
+    """generator (and encoder) width"""
+    ndf: int = 64
+    """discriminator width"""
+    num_D: int = 2
+    """discriminator scales"""
+    n_layers_D: int = 4
+    """layers of each PatchGAN discriminator"""
+    z_dim: int = 256
+    """VAE latent size"""
+    style_dim: int = 512
+    """SEAN style code length per region"""
+    crop_size: int = 256
+    """output width"""
+    aspect_ratio: float = 1.0
+    """output width / height"""
+    num_upsampling_layers: str = "normal"
+    """decoder depth: normal | more | most"""
+    param_free: str = "syncbatch"
+    """parameter-free normalization inside the conditional norms: batch | instance | syncbatch"""
+
+    @classmethod
+    def from_config(cls, config: dict, semantic_nc: int, use_edges: bool) -> "ModelArgs":
+        """The networks' part of a run's arguments (train.Args as a dict)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in names} | dict(semantic_nc=semantic_nc,
+                                                                            use_edges=bool(use_edges)))
+
+
+def build(a: ModelArgs) -> tuple[nn.Module, nn.Module, nn.Module | None]:
+    """Generator, multi-scale discriminator (on segmap + image) and SPADE's VAE encoder (None without VAE)."""
+    if a.model == "pix2pixhd":  # its own encoder-decoder with instance norm; output size = input size
+        G = build_generator("pix2pixhd", a.semantic_nc, ngf=a.ngf)
+    else:
+        kw = dict(ngf=a.ngf, crop_size=a.crop_size, aspect_ratio=a.aspect_ratio,
+                  num_upsampling_layers=a.num_upsampling_layers, param_free=a.param_free)
+        kw |= {"spade": dict(use_vae=a.vae, z_dim=a.z_dim), "sean": dict(style_dim=a.style_dim,
+                                                                          use_edges=a.use_edges),
+               "clade": dict(use_edges=a.use_edges)}.get(a.model, {})
+        G = build_generator(a.model, a.semantic_nc, **kw)
+    D = MultiscaleDiscriminator(a.semantic_nc + 3, ndf=a.ndf, n_layers=a.n_layers_D, num_D=a.num_D)
+    E = ConvEncoder(ngf=a.ngf, crop_size=a.crop_size, z_dim=a.z_dim) if a.vae else None
+    return G, D, E
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints: one file, written atomically, loadable with torch.load(weights_only=True)
+
+CKPT_FORMAT = 1
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """torch.save to a temp file in the same folder, then rename: a crash never leaves half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[str]:
+    """File names of a run folder's checkpoints, oldest first (the names carry the zero-padded step)."""
+    return sorted(f for f in os.listdir(run_dir) if f.startswith("ckpt_") and f.endswith(".pt"))
+
+
+def find_checkpoint(path: str | os.PathLike) -> str:
+    """A checkpoint file, or the newest ckpt_*.pt of a run folder; FileNotFoundError saying which."""
+    if os.path.isdir(path):
+        names = list_checkpoints(path)
+        if not names:
+            raise FileNotFoundError(f"no checkpoint (ckpt_*.pt) in the folder {path}")
+        return os.path.join(path, names[-1])
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return str(path)
+
+
+def read_checkpoint(path: str | os.PathLike, device="cpu", mmap: bool = False) -> dict:
+    """torch.load(weights_only=True) of a train.py checkpoint; ValueError saying why it cannot be used."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
+    except Exception as e:
+        first = (str(e).splitlines() or [""])[0].split(". ")[0]  # torch's zip errors run on for lines
+        raise ValueError(f"cannot read checkpoint {str(path)!r}: {type(e).__name__}: {first}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT or "config" not in ckpt:
+        raise ValueError(f"{str(path)!r} is not a train.py checkpoint")
+    return ckpt
+
+
+def hub_file(url: str, allow_download: bool = True, timeout: float = 10.0) -> tuple[Path | None, str]:
+    """A weight file in torch hub's checkpoint folder (torchvision's and pytorch-fid's cache): (path, "") if
+    it is there or a download (one try, with a socket timeout so that an offline machine fails fast) put it
+    there, else (None, why not). The download goes to a temp file first: nothing half-written is left."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urllib.parse.urlparse(url).path)
+    if path.is_file():
+        return path, ""
+    if not allow_download:
+        return None, "download disabled"
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), progress=False)
+        return path, ""
+    except Exception as e:  # no network, DNS failure, timeout, HTTP error...
+        return None, f"download failed: {type(e).__name__}: {e}"
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command lines from dataclasses: one flag per field, the field's docstring as its help (train.py,
+# evaluate.py, paint.py, bench.py)
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The string literal written under each dataclass field (read from the source with ast)."""
+    docs, body = {}, ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    for node, nxt in zip(body[:-1], body[1:], strict=True):
+        if (isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = nxt.value.value
+    return docs
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, choices: dict | None = None,
+                       show_defaults: bool = True) -> None:
+    """--field-name for every field (also --field_name, as the official code spells them); booleans get
+    --x / --no-x (so a boolean field must not itself start with no_), lists take several values (and may
+    repeat), fields without a default are required.
+    With show_defaults=False the parser leaves unset flags out of its namespace (argparse.SUPPRESS), so the
+    caller can tell which flags were given."""
+    docs, choices = field_docs(cls), choices or {}
+    for f in dataclasses.fields(cls):
+        flags = ["--" + f.name.replace("_", "-")] + (["--" + f.name] if "_" in f.name else [])
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if required else (f.default if f.default is not dataclasses.MISSING
+                                         else f.default_factory())
+        kw = dict(help=docs.get(f.name, "") + ("" if default in (None, "", []) or f.type in (bool, "bool")
+                                                else f" (default: {default})"))
+        if not show_defaults:
+            kw["default"] = argparse.SUPPRESS
+        elif default is not None:
+            kw["default"] = default
+        type_name = f.type if isinstance(f.type, str) else f.type.__name__
+        if type_name == "bool":
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
+        elif type_name.startswith("list"):
+            parser.add_argument(*flags, nargs="+", action="extend", required=required, **kw)
+        else:
+            typ = {"int": int, "float": float}.get(type_name.split(" |")[0], str)
+            parser.add_argument(*flags, type=typ, choices=choices.get(f.name), required=required,
+                                metavar=None if f.name in choices else f.name.upper(), **kw)
 
 
 @dataclass

@@ -38,7 +38,6 @@ gets HTTP 400 with a one-line plain-text reason; the server carries on.
 
 import argparse
 import base64
-import dataclasses
 import io
 import json
 import os
@@ -60,7 +59,7 @@ from PIL import Image
 
 import data
 import evaluate
-from train import field_docs
+import models
 
 ROOT = Path(__file__).resolve().parent
 PAGE = ROOT / "paint.html"
@@ -75,8 +74,8 @@ class Args:
     the newest checkpoint of each of runs/quick-spade, runs/quick-sean, runs/quick-spade-vae)"""
     port: int = 8000
     """port on 127.0.0.1 (0: any free port)"""
-    no_browser: bool = False
-    """do not open the browser"""
+    browser: bool = True
+    """open the page in the browser (--no-browser: only serve it)"""
     val_samples: int = 200
     """validation samples offered as real label maps and style images"""
     mean_style_images: int = 200
@@ -88,17 +87,8 @@ class Args:
 
 
 def parse_args(argv=None) -> Args:
-    docs = field_docs(Args)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(Args):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in (bool, "bool"):
-            p.add_argument(flag, action="store_true", help=docs[f.name])
-        elif f.name == "ckpt":
-            p.add_argument(flag, nargs="+", action="extend", default=[], help=docs[f.name])
-        else:
-            p.add_argument(flag, type=type(f.default), default=f.default,
-                           help=f"{docs[f.name]} (default: {f.default})")
+    models.add_dataclass_args(p, Args)
     return Args(**vars(p.parse_args(argv)))
 
 
@@ -376,7 +366,7 @@ def main(argv=None) -> int:
         return 2
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     print(f"[paint] serving {url} (Ctrl-C stops)")
-    if not args.no_browser:
+    if args.browser:
         webbrowser.open(url)
     try:
         server.serve_forever()

@@ -8,56 +8,44 @@
 
 Presets (PRESETS below) carry the papers' settings: two time-scale update rule (TTUR, G lr 1e-4, D lr 4e-4),
 Adam beta=(0, 0.9) (the SPADE paper says 0.999; the official code and its authors use 0.9), lambda_FM = 10,
-lambda_VGG = 10, lambda_KL = 0.05, the batch size and the epoch count of each dataset, the learning rate
-constant for `niter` epochs then decayed linearly towards 0 over `niter_decay` epochs, stepped once per epoch
-as the official code does.
+lambda_VGG = 10, lambda_KL = 0.05, each dataset's batch size and epochs, the learning rate constant for
+`niter` epochs then decayed linearly towards 0 over `niter_decay` epochs, stepped once per epoch as the
+official code does.
 
-One training step (SPADE §3.3 / SEAN §3.4 objectives, losses.py):
+One training step (train_step; the objectives are losses.py's, SPADE §3 / SEAN §3.4):
   1. the generator runs ONCE: fake = G(segmap[, z or the real image's style]);
   2. discriminator step: D sees cat([fake.detach(), real]) in one pass (shared normalization statistics);
-  3. generator step on the same `fake`: D runs again on cat([fake, real]) because feature matching needs the
+  3. generator step on the same `fake`: D runs again on cat([fake, real]), because feature matching needs the
      real image's features under the freshly updated D.
-The official code runs the generator forward twice per step (in its G step, then again under no_grad in its
-D step, which comes second). Here it runs once; the only other difference is the order: the G step sees the
-D that was just updated.
+The official code runs the generator twice per step (G step first, then again under no_grad for its D step);
+here it runs once and the G step sees the D that was just updated.
 
-The perceptual (VGG) loss needs torchvision's ImageNet VGG19 weights. They are never replaced by random
-weights: a paper preset stops with a one-line error naming the file when it is missing (or pass
---no-vgg-loss). The quick preset sets lambda_vgg = 0: VGG19 would cost several times the tiny generator
-per step on a CPU, and the default run must work offline; feature matching (lambda_FM = 10) still gives the
-generator a dense per-layer target. Add `--lambda-vgg 10` to the quick preset to use it when the file exists.
+The quick preset sets lambda_vgg = 0: VGG19 would cost several times the tiny generator per step on a CPU and
+the default run must work offline (`--lambda-vgg 10` turns it on when the weight file exists; the paper
+presets stop with a one-line error naming the file when it is missing, or pass --no-vgg-loss). It takes
+about 7 minutes on 2 idle CPU cores (measured: 424 s, 2.39 steps/s); SEAN uses style_dim 64 there (512 in
+the paper presets). On an oversubscribed machine `--threads 1` is much faster than torch's default.
 
-The quick preset (1000 steps of batch 4, ngf 16, 64²) takes about 7 minutes on 2 idle CPU cores (measured:
-424 s, 2.39 steps/s). Most of its cost is SPADE's fixed 128-channel hidden layer at full resolution, not
-ngf. On an oversubscribed machine `--threads 1` is much faster than torch's default thread count. SEAN uses
-style_dim 64 in this preset (512 in the paper presets).
+Checkpoints (models.py: one file, written atomically, torch.load(weights_only=True)) hold the networks, the
+optimizers and schedulers, the counters, every rank's RNG states, the run's arguments and the networks'
+models.ModelArgs. The data order is a permutation seeded by (seed, epoch), so on the CPU N steps + resume +
+N steps is bit-identical to 2N steps (tests/test_train.py checks it; with DataLoader workers, random crops
+and flips come from worker RNGs a restart cannot rewind). Ctrl-C / SIGTERM finish the step, save and exit
+(a second Ctrl-C aborts); a non-finite loss stops the run before the update that would use it.
 
-Checkpoints are single files written atomically (temp file + os.replace) and hold only tensors, dicts, lists
-and numbers (torch.load(weights_only=True) loads them): G, D, encoder, optimizers, schedulers, step, epoch,
-the position inside the epoch, every rank's RNG states, and the config. The data order is a permutation drawn
-from a generator seeded by (seed, epoch), so a resumed run skips the batches it has already seen and, on the
-CPU, N steps + resume + N steps is bit-identical to 2N steps (tests/test_train.py checks it). Exactness
-assumes the dataset's samples are a function of their index and the restored RNG (the synthetic set, or a
-real dataset with num_workers=0; with workers, random crops/flips come from worker RNGs a restart cannot
-rewind).
-Ctrl-C / SIGTERM finish the current step, save a checkpoint and exit; a second Ctrl-C aborts at once.
-A non-finite loss stops training before the optimizer step that would have used it, keeping the last good
-checkpoint.
-
-Outputs (rank 0 only), under <out_dir>/<name>/: args.json, log.jsonl (every loss term of every step),
-samples/step_*.png (label | real | fake per row), loss_curves.png, ckpt_*.pt, tb/ (TensorBoard, if installed).
+Outputs (rank 0) under <out_dir>/<name>/: args.json, log.jsonl (every loss term of every step, and the
+--eval-every scores), samples/step_*.png (label | real | fake per row), loss_curves.png, ckpt_*.pt,
+best.pt (--eval-every), tb/ (TensorBoard, if installed).
 """
 
 import argparse
-import ast
 import contextlib
-import dataclasses
-import inspect
 import json
 import os
 import random
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -65,11 +53,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torchvision.utils import save_image
+from tqdm import tqdm
+
+import data
+import evaluate
+import losses
+import models
 
 MODELS = ("spade", "sean", "concat", "pix2pixhd", "clade")
 DATASETS = ("synthetic", "cityscapes", "ade20k", "coco", "celebamask", "facades", "custom")
-CKPT_FORMAT = 1
 
 
 @dataclass
@@ -179,8 +175,6 @@ class Args:
     """checkpoint file, or run folder (its newest checkpoint), to continue from exactly"""
     progress: bool = True
     """show the tqdm progress bar"""
-    inject_nan_step: int = 0
-    """testing only: make the discriminator loss NaN at this step (1-based) to exercise the stop"""
 
 
 # Presets: overrides of the Args defaults above (which are the SPADE paper's ADE20K/COCO-Stuff settings).
@@ -212,47 +206,6 @@ CHOICES = dict(preset=tuple(PRESETS), model=MODELS, dataset=DATASETS, gan_mode=(
                num_upsampling_layers=("normal", "more", "most"))
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Command line: every Args field becomes a flag, its docstring the help line
-# ------------------------------------------------------------------------------------------------------------
-
-
-def field_docs(cls) -> dict[str, str]:
-    """The string literal written under each dataclass field (read from the source with ast)."""
-    docs, body = {}, ast.parse(inspect.getsource(cls)).body[0].body
-    for node, nxt in zip(body[:-1], body[1:], strict=True):
-        if (isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = nxt.value.value
-    return docs
-
-
-def build_parser() -> argparse.ArgumentParser:
-    table = "\n".join(f"  {k:11s} " + ", ".join(f"{a}={b}" for a, b in v.items() if a not in PAPER or
-                                                  PAPER[a] != b or k == "quick") for k, v in PRESETS.items())
-    p = argparse.ArgumentParser(
-        description="Train SPADE / SEAN / baselines. Defaults shown are the dataclass defaults; the preset "
-                    "(quick unless --preset) overrides some of them, explicit flags override both.",
-        epilog="presets (on top of the paper settings " + ", ".join(f"{a}={b}" for a, b in PAPER.items())
-               + "):\n" + table + "\n\n--no-vgg-loss is --lambda-vgg 0.",
-        formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
-    docs = field_docs(Args)
-    for f in dataclasses.fields(Args):
-        flags = ["--" + f.name.replace("_", "-")]
-        if "_" in f.name and f.type not in (bool, "bool"):  # --crop_size works too, as in the official code
-            flags.append("--" + f.name)
-        help_ = f"{docs.get(f.name, '')} (default: {f.default})"
-        if f.type is bool or f.type == "bool":
-            p.add_argument(*flags, action=argparse.BooleanOptionalAction, help=docs.get(f.name, ""))
-        else:
-            typ = {"int": int, "float": float, "str": str}.get(f.type, f.type)
-            p.add_argument(*flags, type=typ, choices=CHOICES.get(f.name), metavar=f.name.upper()
-                           if f.name not in CHOICES else None, help=help_)
-    p.add_argument("--no-vgg-loss", "--no_vgg_loss", dest="lambda_vgg", action="store_const", const=0.0,
-                   help="train without the perceptual loss (lambda_vgg = 0)")
-    return p
-
-
 # Fields that shape the networks' weights: a resumed run must keep the checkpoint's values.
 ARCHITECTURE = ("model", "vae", "dataset", "crop_size", "aspect_ratio", "use_instance", "ngf", "ndf", "num_D",
                 "n_layers_D", "z_dim", "style_dim", "num_upsampling_layers", "param_free")
@@ -263,10 +216,29 @@ MINIMUM = dict(crop_size=1, synthetic_length=1, num_workers=0, ngf=1, ndf=1, num
                eval_every=0, eval_images=2)
 
 
+# ------------------------------------------------------------------------------------------------------------
+# Command line: every Args field is a flag (its docstring the help line); defaults <- preset <- flags
+# ------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    table = "\n".join(f"  {k:11s} " + ", ".join(f"{a}={b}" for a, b in v.items() if a not in PAPER or
+                                                  PAPER[a] != b or k == "quick") for k, v in PRESETS.items())
+    p = argparse.ArgumentParser(
+        description="Train SPADE / SEAN / baselines. Defaults shown are the dataclass defaults; the preset "
+                    "(quick unless --preset) overrides some of them, explicit flags override both.",
+        epilog="presets (on top of the paper settings " + ", ".join(f"{a}={b}" for a, b in PAPER.items())
+               + "):\n" + table + "\n\n--no-vgg-loss is --lambda-vgg 0.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    models.add_dataclass_args(p, Args, CHOICES, show_defaults=False)  # unset flags stay out: we see the given
+    p.add_argument("--no-vgg-loss", "--no_vgg_loss", dest="lambda_vgg", action="store_const", const=0.0,
+                   default=argparse.SUPPRESS, help="train without the perceptual loss (lambda_vgg = 0)")
+    return p
+
+
 def parse_args(argv=None) -> Args:
     """Dataclass defaults <- preset <- (config saved in the --resume checkpoint) <- explicit flags."""
     given = vars(build_parser().parse_args(argv))
-    preset = given.get("preset", Args.preset)
     values = asdict(Args())
     if given.get("resume"):
         given["resume"], ckpt = resolve_resume(given["resume"])  # only the config is read here
@@ -279,9 +251,8 @@ def parse_args(argv=None) -> Args:
                              "--name)")
         values.update(saved)
     else:
-        values.update(PRESETS[preset])
-    values.update(given)
-    args = Args(**values)
+        values.update(PRESETS[given.get("preset", Args.preset)])
+    args = Args(**(values | given))
     for key, low in MINIMUM.items():
         if getattr(args, key) < low:
             raise SystemExit(f"error: --{key.replace('_', '-')} {getattr(args, key)} must be "
@@ -290,20 +261,430 @@ def parse_args(argv=None) -> Args:
         raise SystemExit("error: --niter + --niter-decay must be at least 1 epoch")
     if args.vae and args.model != "spade":
         raise SystemExit(f"error: --vae is SPADE's image encoder (--model spade), not for {args.model}")
-    if not args.name:
-        args.name = f"{args.preset}-{args.model}" + ("-vae" if args.vae else "")
+    args.name = args.name or f"{args.preset}-{args.model}" + ("-vae" if args.vae else "")
     return args
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Checkpoints: atomic single files with weights_only-safe contents
+# Training: main -> setup -> the loop of train_step; the helpers follow in the order they are used
 # ------------------------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> dict:
+    """Train; returns the (unwrapped) networks and counters, for tests and notebooks."""
+    args = parse_args(argv)
+    d, device = setup_distributed(args)
+    try:
+        return train(args, d, device)
+    finally:
+        if d.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@dataclass
+class Run:
+    """One training run: its networks, optimizers, data and counters (what a checkpoint saves)."""
+
+    args: "Args"
+    d: "Dist"
+    device: torch.device
+    dataset: object
+    G: nn.Module
+    D: nn.Module
+    E: nn.Module | None
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    sched_G: object
+    sched_D: object
+    model_args: models.ModelArgs
+    vgg: nn.Module | None
+    steps_per_epoch: int
+    total_steps: int
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_frechet: float | None = None
+    """--eval-every: the lowest Frechet distance so far (best.pt holds that state)"""
+
+    @property
+    def run_dir(self) -> str:
+        return os.path.join(self.args.out_dir, self.args.name)
+
+    @property
+    def per_rank_batch(self) -> int:
+        return self.args.batch_size // self.d.world
+
+
+def train(args: Args, d: "Dist", device: torch.device) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    run = setup(args, d, device)
+    out = Outputs(run)
+    evaluator = None
+    if args.eval_every and d.main:
+        evaluator = evaluate.TrainingEvaluator(asdict(args), args.eval_images, args.eval_segmenter or None,
+                                               str(device), out.log)
+        out.log(f"--eval-every {args.eval_every}: {evaluator.n} validation images, "
+                f"{evaluator.frechet_name} for the Frechet distance")
+    if run.step >= run.total_steps:
+        out.log(f"nothing to do: the checkpoint is at step {run.step} of {run.total_steps} (raise "
+                "--max-steps/--niter)")
+    t0, steps_this_run, stopped = time.time(), 0, False
+    with SignalStop() as stopper, out:
+        while run.step < run.total_steps and not stopped:
+            for batch in make_loader(run):
+                d_terms, g_terms, (label, real, fake) = train_step(run, batch)
+                steps_this_run += 1
+                out.step(d_terms, g_terms, label, real, fake, time.time() - t0)
+                if args.eval_every and run.step % args.eval_every == 0:
+                    evaluate_now(run, evaluator, out)
+                stopped = any_rank(stopper.requested, d, device)
+                if run.step % args.save_every == 0 or run.step == run.total_steps or stopped:
+                    path = save(run)
+                if stopped:
+                    out.log(f"\nstopped by signal at step {run.step}; checkpoint: {path}\n"
+                            f"continue with: python train.py --resume {path}")
+                if stopped or run.step >= run.total_steps:
+                    break
+    if d.enabled:  # BatchNorm running statistics drift apart per rank between DDP's broadcasts: end equal
+        for m in (run.G, run.D, run.E):
+            for b in unwrap(m).buffers() if m is not None else ():
+                dist.broadcast(b, src=0)
+    if not stopped:
+        out.done(steps_this_run, time.time() - t0)
+    return {"G": unwrap(run.G), "D": unwrap(run.D), "E": unwrap(run.E), "step": run.step,
+            "epoch": run.epoch, "stopped": stopped}
+
+
+def setup(args: Args, d: "Dist", device: torch.device) -> Run:
+    """Dataset, networks, optimizers (restored from --resume, else freshly seeded), DDP wrappers."""
+    ckpt = None
+    if args.resume:
+        ckpt = load_checkpoint(args.resume, device)
+        for key in ("model", "vae"):
+            if ckpt["config"].get(key) != getattr(args, key):
+                raise SystemExit(f"error: checkpoint {args.resume!r} is a --{key} {ckpt['config'].get(key)} "
+                                 f"run, not {getattr(args, key)}")
+    vgg = None  # first, so that a missing weight file fails before the big networks are built
+    if args.lambda_vgg:
+        try:
+            vgg = losses.VGGLoss(weights="imagenet").to(device)
+        except losses.VGGWeightsNotFoundError as e:
+            raise SystemExit(f"error: {e}") from None
+    if args.batch_size % d.world:
+        raise SystemExit(f"error: batch size {args.batch_size} is not divisible by {d.world} processes")
+    dataset = build_dataset(args)
+    steps_per_epoch = len(epoch_indices(len(dataset), args.seed, 0, d)) // (args.batch_size // d.world)
+    if steps_per_epoch == 0:
+        raise SystemExit(f"error: {len(dataset)} images cannot fill one batch of {args.batch_size}")
+    total_steps = (args.niter + args.niter_decay) * steps_per_epoch
+    total_steps = min(total_steps, args.max_steps) if args.max_steps else total_steps
+    check_norm_fits(args, args.batch_size // d.world, d, device)
+
+    use_edges = bool(args.use_instance and dataset.info.has_instance)
+    semantic_nc = dataset.info.semantic_nc(args.use_instance)
+    margs = models.ModelArgs.from_config(asdict(args), semantic_nc, use_edges)
+    torch.manual_seed(args.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    G, D, E = models.build(margs)
+    if args.param_free == "syncbatch" and d.enabled and device.type != "cuda":
+        if d.main:
+            print("note: SyncBatchNorm needs GPUs; on CPU each process normalizes with its own statistics")
+        G = revert_sync_batchnorm(G)
+    elif args.param_free == "syncbatch" and d.enabled:
+        G = nn.SyncBatchNorm.convert_sync_batchnorm(G)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    G, D, E = (m if m is None else m.to(device, memory_format=memory_format).train() for m in (G, D, E))
+    opt_G = torch.optim.Adam(list(G.parameters()) + (list(E.parameters()) if E is not None else []),
+                             lr=args.lr_G, betas=(args.beta1, args.beta2))
+    opt_D = torch.optim.Adam(D.parameters(), lr=args.lr_D, betas=(args.beta1, args.beta2))
+    run = Run(args, d, device, dataset, G, D, E, opt_G, opt_D,
+              torch.optim.lr_scheduler.LambdaLR(opt_G, lr_factor(args.niter, args.niter_decay)),
+              torch.optim.lr_scheduler.LambdaLR(opt_D, lr_factor(args.niter, args.niter_decay)),
+              margs, vgg, steps_per_epoch, total_steps)
+    if ckpt is not None:
+        restore(run, ckpt)
+    else:  # per-rank noise streams
+        torch.manual_seed(args.seed + d.rank)
+        random.seed(args.seed + d.rank)
+        np.random.seed(args.seed + d.rank)
+    if d.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        # SEAN's per-class style layers get no gradient when their class is absent from a rank's batch
+        run.G = DDP(G, device_ids=ids, find_unused_parameters=args.model == "sean")
+        run.D = DDP(D, device_ids=ids)
+        run.E = DDP(E, device_ids=ids) if E is not None else None
+    return run
+
+
+def restore(run: Run, ckpt: dict) -> None:
+    """Weights, optimizer moments, schedules, counters and RNG states of a checkpoint."""
+    for name in ("G", "D", "E", "opt_G", "opt_D", "sched_G", "sched_D"):
+        if getattr(run, name) is not None:
+            getattr(run, name).load_state_dict(ckpt[name])
+    run.step, run.epoch, run.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+    run.best_frechet = ckpt.get("best_frechet")
+    if len(ckpt["rng"]) == run.d.world:
+        set_rng_state(ckpt["rng"][run.d.rank])
+    else:
+        if run.d.main:
+            print(f"note: checkpoint written by {len(ckpt['rng'])} processes, resuming on {run.d.world}: "
+                  "data order is kept, noise streams are reseeded")
+        torch.manual_seed(run.args.seed + 7919 * (run.d.rank + 1) + run.step)
+    if run.d.main:
+        print(f"resumed from {run.args.resume} at step {run.step} (epoch {run.epoch}, batch "
+              f"{run.batch_in_epoch})")
+
+
+def train_step(run: Run, batch: dict) -> tuple[dict, dict, tuple]:
+    """get batch -> G forward (once) -> D step -> G step -> counters; returns the loss terms and
+    (label, real, fake) for the sample grids."""
+    args, device = run.args, run.device
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    label = batch["label"].to(device, non_blocking=True)
+    real = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+    instance = batch.get("instance") if args.use_instance else None
+    instance = None if instance is None else instance.to(device, non_blocking=True)
+    segmap = data.make_segmap(label, run.dataset.info, instance).contiguous(memory_format=memory_format)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+
+    with autocast:  # the generator runs once
+        fake, mu, logvar = generate(run.G, run.E, segmap, real, args.model)
+    with autocast:  # discriminator step: fake (detached) and real in one pass
+        d_terms = discriminator_terms(run.D, segmap, fake, real, args)
+    stop_nonfinite(run, d_terms, "discriminator")
+    run.opt_D.zero_grad(set_to_none=True)
+    d_terms["total"].backward()
+    run.opt_D.step()
+    with autocast:  # generator step on the same fake: D again, for the GAN and feature-matching terms
+        g_terms = generator_terms(unwrap(run.D), segmap, fake, real, args, run.vgg, mu, logvar)
+    stop_nonfinite(run, g_terms, "generator")
+    run.opt_G.zero_grad(set_to_none=True)
+    g_terms["total"].backward()
+    run.opt_G.step()
+
+    run.step += 1
+    run.batch_in_epoch += 1
+    if run.batch_in_epoch == run.steps_per_epoch:  # epoch boundary: the official per-epoch lr decay
+        run.sched_G.step()
+        run.sched_D.step()
+        run.epoch, run.batch_in_epoch = run.epoch + 1, 0
+    return d_terms, g_terms, (label, real, fake)
+
+
+def stop_nonfinite(run: Run, terms: dict, which: str) -> None:
+    """Stop every rank before the optimizer step that would use a non-finite loss."""
+    bad = not all(torch.isfinite(v).item() for v in terms.values())
+    if any_rank(bad, run.d, run.device):
+        values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+        where = last_checkpoint(run) if run.d.main else "(see rank 0)"
+        raise SystemExit(f"error: non-finite {which} loss at step {run.step + 1} ({values}); stopped before "
+                         f"the update. Last good checkpoint: {where}")
+
+
+def evaluate_now(run: Run, evaluator, out: "Outputs") -> None:
+    """--eval-every: rank 0 scores G (the others wait at the next collective); a new best -> best.pt."""
+    scores = evaluator(unwrap(run.G), unwrap(run.E)) if run.d.main else {}
+    improved = run.d.main and (run.best_frechet is None or scores["frechet"] < run.best_frechet)
+    if run.d.main:
+        run.best_frechet = scores["frechet"] if improved else run.best_frechet
+        out.write({"step": run.step, **{f"eval/{k}": v for k, v in scores.items()}})
+    if any_rank(improved, run.d, run.device):
+        save(run, "best.pt")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# One training step in three pieces (train_step runs them with its checks in between; bench.py times them)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def generate(G, E, segmap, real, model: str):
+    """The step's one generator forward -> (fake, mu, logvar); mu and logvar are None without the VAE."""
+    mu = logvar = None
+    if E is not None:
+        mu, logvar = E(real)
+        fake = G(segmap, z=losses.reparameterize(mu, logvar))
+    elif model == "sean":
+        fake = G(segmap, image=real)
+    else:
+        fake = G(segmap)
+    return fake, mu, logvar
+
+
+def discriminator_terms(D, segmap, fake, real, args: Args) -> dict:
+    """D on [fake (detached), real] in one pass -> the discriminator's loss terms ("total" is minimized)."""
+    disc_loss = losses.sean_discriminator_loss if args.model == "sean" else losses.spade_discriminator_loss
+    pred = D(torch.cat([torch.cat([segmap, fake.detach()], 1), torch.cat([segmap, real], 1)], 0))
+    return disc_loss(*losses.split_fake_real(pred), gan_mode=args.gan_mode)
+
+
+def generator_terms(D, segmap, fake, real, args: Args, vgg=None, mu=None, logvar=None) -> dict:
+    """D (unwrapped from DDP: no gradient sync needed) again on [fake, real] with its weights frozen, so only
+    G and E get gradients; feature matching needs the real image's features under the current D."""
+    D.requires_grad_(False)
+    pred = D(torch.cat([torch.cat([segmap, fake], 1), torch.cat([segmap, real], 1)], 0))
+    pred_fake, pred_real = losses.split_fake_real(pred)
+    weights = dict(vgg=vgg, lambda_fm=args.lambda_fm, lambda_vgg=args.lambda_vgg, gan_mode=args.gan_mode)
+    if args.model == "sean":
+        g_terms = losses.sean_generator_loss(pred_fake, pred_real, fake, real, **weights)
+    else:
+        g_terms = losses.spade_generator_loss(pred_fake, pred_real, fake, real, mu=mu, logvar=logvar,
+                                              lambda_kl=args.lambda_kl, **weights)
+    D.requires_grad_(True)
+    return g_terms
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Data: a permutation per epoch from a generator seeded by (seed, epoch), sharded across ranks
+# ------------------------------------------------------------------------------------------------------------
+
+
+def build_dataset(args: Args):
+    height = round(args.crop_size / args.aspect_ratio)
+    size = args.crop_size if height == args.crop_size else (height, args.crop_size)
+    if args.dataset == "synthetic":
+        return data.SyntheticLandscapes("train", size=size, length=args.synthetic_length, seed=args.seed)
+    if not args.dataroot:
+        raise SystemExit(f"error: --dataroot is required for the {args.dataset} dataset")
+    if not os.path.isdir(args.dataroot):
+        raise SystemExit(f"error: dataset folder {args.dataroot!r} does not exist")
+    try:
+        extra = dict(palette=args.palette) if args.palette else {}
+        return data.build_dataset(args.dataset, root=args.dataroot, split="train", size=size, **extra)
+    except (OSError, data.DataError) as e:
+        raise SystemExit(f"error: {args.dataset} dataset at {args.dataroot!r}: {e}") from None
+
+
+def epoch_indices(n: int, seed: int, epoch: int, d: "Dist") -> list[int]:
+    """This rank's sample order for `epoch`: the same on every rank and run, shards as DistributedSampler."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    per_rank = n // d.world  # drop the tail so every rank runs the same number of steps
+    return perm[d.rank * per_rank:(d.rank + 1) * per_rank] if d.enabled else perm
+
+
+def make_loader(run: Run):
+    """The rest of the current epoch: a resumed run skips the batches it has already seen."""
+    args = run.args
+    idx = epoch_indices(len(run.dataset), args.seed, run.epoch, run.d)
+    idx = idx[run.batch_in_epoch * run.per_rank_batch:]
+    # The loader's own generator (worker seeds) keeps the global torch RNG untouched, so resuming mid-epoch
+    # does not shift the noise the networks draw.
+    g = torch.Generator().manual_seed(args.seed * 1_000_003 + run.epoch)
+    return torch.utils.data.DataLoader(run.dataset, batch_size=run.per_rank_batch, sampler=idx,
+                                       drop_last=True, num_workers=args.num_workers, generator=g,
+                                       pin_memory=torch.cuda.is_available())
+
+
+def lr_factor(niter: int, niter_decay: int):
+    """Official schedule: lr0 for `niter` epochs, then each later epoch lowers the lr by lr0 / niter_decay."""
+    def f(epoch: int) -> float:
+        return 1.0 - max(0, epoch - niter) / max(1, niter_decay)
+    return f
+
+
+def check_norm_fits(args: Args, per_rank_batch: int, d: "Dist", device: torch.device) -> None:
+    """A normalization needs more than one value per channel. The generator's first block runs at
+    (crop / 2^n_up) pixels, 1x1 at crop 32: instance norm cannot work there, batch norm only with a batch
+    of 2 or more."""
+    if args.model == "pix2pixhd":  # its own encoder-decoder never goes below crop / 8
+        return
+    if args.param_free == "syncbatch" and d.enabled and device.type == "cuda":
+        per_rank_batch *= d.world  # statistics over all processes' images
+    n_up = models.NUM_UPSAMPLING[args.num_upsampling_layers]
+    sw = args.crop_size // 2**n_up
+    pixels = round(sw / args.aspect_ratio) * sw
+    if (pixels if args.param_free == "instance" else per_rank_batch * pixels) >= 2:
+        return
+    fixes = ([] if pixels < 2 or args.param_free == "instance" else ["--param-free instance"]) + (
+        [] if args.param_free == "instance" else ["a --batch-size of 2 or more per process"])
+    fixes.append(f"--crop-size {2 ** (n_up + 1) * max(1, round(args.aspect_ratio))} or more")
+    raise SystemExit(f"error: --param-free {args.param_free} needs more than one value per channel, but the "
+                     f"generator's first block is {pixels} pixel(s) x {per_rank_batch} image(s) per process; "
+                     f"use {' or '.join(fixes)}")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Checkpoints (the file format is models.py's): save, resume, RNG states
+# ------------------------------------------------------------------------------------------------------------
+
+
+def save(run: Run, name: str = "") -> str | None:
+    """Checkpoint of the whole run (rank 0 writes; every rank contributes its RNG state)."""
+    rngs = [rng_state()]
+    if run.d.enabled:
+        rngs = [None] * run.d.world
+        dist.all_gather_object(rngs, rng_state())
+    if not run.d.main:
+        return None
+    state = {"format": models.CKPT_FORMAT, "config": asdict(run.args), "model_args": asdict(run.model_args),
+             "step": run.step, "epoch": run.epoch, "batch_in_epoch": run.batch_in_epoch,
+             "world_size": run.d.world, "best_frechet": run.best_frechet, "rng": rngs,
+             **{k: None if getattr(run, k) is None else unwrap(getattr(run, k)).state_dict()
+                for k in ("G", "D", "E")},
+             **{k: getattr(run, k).state_dict() for k in ("opt_G", "opt_D", "sched_G", "sched_D")}}
+    path = os.path.join(run.run_dir, name or f"ckpt_{run.step:08d}.pt")
+    models.atomic_save(state, path)
+    if not name and run.args.keep_checkpoints:
+        for f in models.list_checkpoints(run.run_dir)[:-run.args.keep_checkpoints]:
+            os.remove(os.path.join(run.run_dir, f))
+    return path
+
+
+def last_checkpoint(run: Run) -> str:
+    """This run's newest checkpoint (the folder may hold a larger step of an older run)."""
+    names = [n for n in models.list_checkpoints(run.run_dir) if int(n[5:-3]) <= run.step]
+    return os.path.join(run.run_dir, names[-1]) if names else "none saved yet"
+
+
+def load_checkpoint(path: str, device) -> dict:
+    try:
+        return models.read_checkpoint(path, device)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def resolve_resume(path: str) -> tuple[str, dict]:
+    """--resume PATH -> (the checkpoint file, its contents memory-mapped on the CPU). A run folder gives its
+    newest checkpoint that loads: one cut short (a crash mid-copy, a full disk) is skipped with a note; an
+    unreadable file given by name is an error that names the newest good checkpoint beside it."""
+    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    names = models.list_checkpoints(path) if os.path.isdir(path) else [os.path.basename(path)]
+    if not names:
+        raise SystemExit(f"error: no checkpoint (ckpt_*.pt) in {path!r}")
+    if not os.path.isfile(os.path.join(folder, names[-1])):
+        raise SystemExit(f"error: checkpoint {path!r} does not exist")
+    unreadable = []
+    for name in reversed(names):
+        try:
+            ckpt = models.read_checkpoint(os.path.join(folder, name), "cpu", mmap=True)
+        except ValueError as e:
+            unreadable.append(str(e))
+            continue
+        if unreadable and os.environ.get("RANK", "0") == "0":
+            print(f"note: {unreadable[0]}; resuming from the newest readable one, {name}", file=sys.stderr)
+        return os.path.join(folder, name), ckpt
+    for name in reversed([n for n in models.list_checkpoints(folder) if n != names[-1]]):
+        with contextlib.suppress(ValueError):
+            models.read_checkpoint(os.path.join(folder, name), "cpu", mmap=True)
+            raise SystemExit(f"error: {unreadable[0]}. The newest readable checkpoint beside it is "
+                             f"{os.path.join(folder, name)!r}: resume from that, or from the folder")
+    raise SystemExit(f"error: {unreadable[0]}")
+
+
+def remove_stale_temp_files(run_dir: str) -> list[str]:
+    """Delete the temp files of checkpoint writes that were killed (kill -9, power loss) before the rename."""
+    if not os.path.isdir(run_dir):
+        return []
+    stale = sorted(f for f in os.listdir(run_dir) if f.startswith("ckpt_") and ".pt.tmp" in f)
+    for f in stale:
+        os.remove(os.path.join(run_dir, f))
+    return stale
 
 
 def rng_state() -> dict:
     """All RNG states as tensors and numbers (no numpy arrays, no tuples of Python objects)."""
-    py = random.getstate()
-    np_state = np.random.get_state()
+    py, np_state = random.getstate(), np.random.get_state()
     state = {"torch": torch.get_rng_state(),
              "python": {"version": py[0], "state": torch.tensor(py[1], dtype=torch.int64), "gauss": py[2]},
              "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
@@ -315,97 +696,12 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"].cpu())
-    py = state["python"]
+    py, n = state["python"], state["numpy"]
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
-    n = state["numpy"]
     keys = n["keys"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["cached"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def save_checkpoint(path: str, state: dict) -> None:
-    """Write a temp file in the same folder, then rename it: a crash never leaves half a checkpoint."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def list_checkpoints(run_dir: str) -> list[str]:
-    """File names of a run folder's checkpoints, oldest first (the names carry the zero-padded step)."""
-    return sorted(f for f in os.listdir(run_dir) if f.startswith("ckpt_") and f.endswith(".pt"))
-
-
-def resolve_resume(path: str) -> tuple[str, dict]:
-    """--resume PATH -> (the checkpoint file, its contents memory-mapped on the CPU). A run folder gives its
-    newest checkpoint that loads: one cut short (a crash mid-copy, a full disk) is skipped with a note; an
-    unreadable file given by name is an error that names the newest good checkpoint beside it."""
-    names = list_checkpoints(path) if os.path.isdir(path) else [os.path.basename(path)]
-    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
-    if not names:
-        raise SystemExit(f"error: no checkpoint (ckpt_*.pt) in {path!r}")
-    if not os.path.isfile(os.path.join(folder, names[-1])):
-        raise SystemExit(f"error: checkpoint {path!r} does not exist")
-    unreadable = []
-    for name in reversed(names):
-        try:
-            ckpt = read_checkpoint(os.path.join(folder, name), "cpu", mmap=True)
-        except ValueError as e:
-            unreadable.append(str(e))
-            continue
-        if unreadable and os.environ.get("RANK", "0") == "0":
-            print(f"note: {unreadable[0]}; resuming from the newest readable one, {name}", file=sys.stderr)
-        return os.path.join(folder, name), ckpt
-    good = [n for n in list_checkpoints(folder) if n != names[-1]] if os.path.isdir(folder) else []
-    for name in reversed(good):
-        try:
-            read_checkpoint(os.path.join(folder, name), "cpu", mmap=True)
-        except ValueError:
-            continue
-        raise SystemExit(f"error: {unreadable[0]}. The newest readable checkpoint beside it is "
-                         f"{os.path.join(folder, name)!r}: resume from that, or from the folder")
-    raise SystemExit(f"error: {unreadable[0]}")
-
-
-def find_checkpoint(path: str) -> str:
-    """A checkpoint file, or the newest ckpt_*.pt of a run folder."""
-    if os.path.isdir(path):
-        ckpts = list_checkpoints(path)
-        if not ckpts:
-            raise SystemExit(f"error: no checkpoint (ckpt_*.pt) in {path!r}")
-        return os.path.join(path, ckpts[-1])
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: checkpoint {path!r} does not exist")
-    return path
-
-
-def read_checkpoint(path: str, device, mmap: bool = False) -> dict:
-    """torch.load(weights_only=True) of a train.py checkpoint; ValueError saying why it cannot be used."""
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
-    except Exception as e:
-        first = (str(e).splitlines() or [""])[0].split(". ")[0]  # torch's zip errors run on for lines
-        raise ValueError(f"cannot read checkpoint {path!r}: {type(e).__name__}: {first}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT or "config" not in ckpt:
-        raise ValueError(f"{path!r} is not a train.py checkpoint")
-    return ckpt
-
-
-def load_checkpoint(path: str, device, mmap: bool = False) -> dict:
-    try:
-        return read_checkpoint(path, device, mmap)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
-
-
-def remove_stale_temp_files(run_dir: str) -> list[str]:
-    """Delete the temp files of checkpoint writes that were killed (kill -9, power loss) before the rename."""
-    if not os.path.isdir(run_dir):
-        return []
-    stale = sorted(f for f in os.listdir(run_dir) if f.startswith("ckpt_") and ".pt.tmp" in f)
-    for f in stale:
-        os.remove(os.path.join(run_dir, f))
-    return stale
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -470,71 +766,97 @@ def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Data: a permutation per epoch from a generator seeded by (seed, epoch), sharded across ranks
+# Outputs (rank 0): log file, TensorBoard, progress bar, sample grids, loss curves
 # ------------------------------------------------------------------------------------------------------------
 
 
-def build_dataset(args: Args):
-    import data
-    height = round(args.crop_size / args.aspect_ratio)
-    size = args.crop_size if height == args.crop_size else (height, args.crop_size)
-    if args.dataset == "synthetic":
-        return data.SyntheticLandscapes("train", size=size, length=args.synthetic_length, seed=args.seed)
-    if not args.dataroot:
-        raise SystemExit(f"error: --dataroot is required for the {args.dataset} dataset")
-    if not os.path.isdir(args.dataroot):
-        raise SystemExit(f"error: dataset folder {args.dataroot!r} does not exist")
-    try:
-        extra = dict(palette=args.palette) if args.palette else {}
-        return data.build_dataset(args.dataset, root=args.dataroot, split="train", size=size, **extra)
-    except (OSError, data.DataError) as e:
-        raise SystemExit(f"error: {args.dataset} dataset at {args.dataroot!r}: {e}") from None
+class Outputs:
+    """Everything rank 0 writes besides checkpoints; on other ranks every method does nothing."""
 
+    def __init__(self, run: Run):
+        self.run, self.main = run, run.d.main
+        self.log_path = os.path.join(run.run_dir, "log.jsonl")
+        self.tb = self.pbar = self.file = None
+        if not self.main:
+            return
+        stale = remove_stale_temp_files(run.run_dir)
+        if stale:
+            print(f"removed {len(stale)} temp file(s) of an interrupted checkpoint write: {', '.join(stale)}")
+        os.makedirs(os.path.join(run.run_dir, "samples"), exist_ok=True)
+        with open(os.path.join(run.run_dir, "args.json"), "w") as f:
+            json.dump(asdict(run.args), f, indent=2)
+        kept = []  # a resumed run drops the log lines written after its checkpoint
+        if run.step and os.path.exists(self.log_path):
+            with open(self.log_path) as f:
+                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= run.step]
+        with open(self.log_path, "w") as f:
+            f.writelines(kept)
+        with contextlib.suppress(ImportError):
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(os.path.join(run.run_dir, "tb"))
+        a, info = run.args, run.dataset.info
+        n_g, n_d = models.count_parameters(unwrap(run.G)), models.count_parameters(unwrap(run.D))
+        print(f"{a.model}{' +VAE' if a.vae else ''} on {a.dataset} ({len(run.dataset)} images, "
+              f"{info.semantic_nc(a.use_instance)} input channels) | G {n_g / 1e6:.2f}M D {n_d / 1e6:.2f}M "
+              f"params | device {run.device}{f' x{run.d.world}' if run.d.enabled else ''} | run dir "
+              f"{run.run_dir}")
+        print(plan_line(a, run.steps_per_epoch, run.total_steps))
 
-def epoch_indices(n: int, seed: int, epoch: int, d: Dist) -> list[int]:
-    """This rank's sample order for `epoch`: the same on every rank and run, shards as DistributedSampler."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    perm = torch.randperm(n, generator=g).tolist()
-    per_rank = n // d.world  # drop the tail so every rank runs the same number of steps
-    return perm[d.rank * per_rank:(d.rank + 1) * per_rank] if d.enabled else perm
+    def log(self, *msg, **kw) -> None:
+        if self.main:
+            print(*msg, **kw)
 
+    def __enter__(self):
+        if self.main:
+            if self.run.args.progress:
+                self.pbar = tqdm(total=self.run.total_steps, initial=self.run.step, dynamic_ncols=True,
+                                 smoothing=0.05)
+            self.file = open(self.log_path, "a", buffering=1)  # line-buffered
+        return self
 
-def make_loader(dataset, args: Args, d: Dist, epoch: int, skip_batches: int, per_rank_batch: int):
-    idx = epoch_indices(len(dataset), args.seed, epoch, d)[skip_batches * per_rank_batch:]
-    # The loader's own generator (worker seeds) keeps the global torch RNG untouched, so resuming mid-epoch
-    # does not shift the noise the networks draw.
-    g = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)
-    return torch.utils.data.DataLoader(dataset, batch_size=per_rank_batch, sampler=idx, drop_last=True,
-                                       num_workers=args.num_workers, generator=g,
-                                       pin_memory=torch.cuda.is_available(),
-                                       persistent_workers=False)
+    def __exit__(self, *exc):
+        for thing in (self.pbar, self.file):
+            if thing is not None:
+                thing.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.main and exc[0] is None:
+            plot_losses(self.log_path, os.path.join(self.run.run_dir, "loss_curves.png"))
 
+    def write(self, row: dict) -> None:
+        """One JSON line of log.jsonl, and its scalars to TensorBoard."""
+        if not self.main:
+            return
+        self.file.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if "/" in k:
+                    self.tb.add_scalar(k, v, row["step"])
 
-# ------------------------------------------------------------------------------------------------------------
-# Networks, optimizers, learning-rate schedule
-# ------------------------------------------------------------------------------------------------------------
+    def step(self, d_terms: dict, g_terms: dict, label, real, fake, elapsed: float) -> None:
+        if not self.main:
+            return
+        run = self.run
+        row = {"step": run.step, "epoch": run.epoch, "lr_G": run.opt_G.param_groups[0]["lr"],
+               "lr_D": run.opt_D.param_groups[0]["lr"], **{f"D/{k}": v.item() for k, v in d_terms.items()},
+               **{f"G/{k}": v.item() for k, v in g_terms.items()}, "time": round(elapsed, 3)}
+        self.write(row)
+        last = run.step == run.total_steps
+        if self.pbar is not None:
+            self.pbar.update(1)
+            if run.step % run.args.log_every == 0 or last:
+                self.pbar.set_postfix({k[0] if k.endswith("/total") else k[2:]: f"{v:.3f}"
+                                       for k, v in row.items() if "/" in k}, refresh=False)
+        if run.step % run.args.sample_every == 0 or last:
+            self.file.flush()
+            save_samples(os.path.join(run.run_dir, "samples", f"step_{run.step:08d}.png"), label, real, fake,
+                         run.args.dataset)
+            plot_losses(self.log_path, os.path.join(run.run_dir, "loss_curves.png"))
 
-
-def build_networks(args: Args, semantic_nc: int, use_edges: bool = False):
-    """G, D and E (None without the VAE) for a run's Args; use_edges: the segmap's last channel is the
-    instance-edge map (SEAN and CLADE treat it apart from the classes, see their docstrings)."""
-    import models
-    if args.model == "pix2pixhd":  # its own encoder-decoder with instance norm; output size = input size
-        G = models.build_generator("pix2pixhd", semantic_nc, ngf=args.ngf)
-    else:
-        kw = dict(ngf=args.ngf, crop_size=args.crop_size, aspect_ratio=args.aspect_ratio,
-                  num_upsampling_layers=args.num_upsampling_layers, param_free=args.param_free)
-        if args.model == "spade":
-            kw.update(use_vae=args.vae, z_dim=args.z_dim)
-        if args.model == "sean":
-            kw.update(style_dim=args.style_dim)
-        if args.model in ("sean", "clade"):
-            kw.update(use_edges=use_edges)
-        G = models.build_generator(args.model, semantic_nc, **kw)
-    D = models.MultiscaleDiscriminator(semantic_nc + 3, ndf=args.ndf, n_layers=args.n_layers_D,
-                                       num_D=args.num_D)
-    E = models.ConvEncoder(ngf=args.ngf, crop_size=args.crop_size, z_dim=args.z_dim) if args.vae else None
-    return G, D, E
+    def done(self, steps: int, elapsed: float) -> None:
+        rate = steps / max(elapsed, 1e-9)
+        self.log(f"done: {steps} steps in {elapsed:.0f} s ({rate:.2f} steps/s); samples in "
+                 f"{os.path.join(self.run.run_dir, 'samples')}, checkpoint {last_checkpoint(self.run)}")
 
 
 def plan_line(args: Args, steps_per_epoch: int, total_steps: int) -> str:
@@ -550,136 +872,45 @@ def plan_line(args: Args, steps_per_epoch: int, total_steps: int) -> str:
     return line
 
 
-def check_norm_fits(args: Args, per_rank_batch: int, d: Dist, device: torch.device) -> None:
-    """A normalization needs more than one value per channel. The generator's first block runs at
-    (crop / 2^n_up) pixels, 1x1 at crop 32: instance norm cannot work there, batch norm only with a batch
-    of 2 or more."""
-    if args.model == "pix2pixhd":  # its own encoder-decoder never goes below crop / 8
-        return
-    if args.param_free == "syncbatch" and d.enabled and device.type == "cuda":
-        per_rank_batch *= d.world  # statistics over all processes' images
-    n_up = {"normal": 5, "more": 6, "most": 7}[args.num_upsampling_layers]
-    sw = args.crop_size // 2**n_up
-    pixels = round(sw / args.aspect_ratio) * sw
-    values = pixels if args.param_free == "instance" else per_rank_batch * pixels
-    if values >= 2:
-        return
-    fixes = ([] if pixels < 2 or args.param_free == "instance" else ["--param-free instance"]) + (
-        [] if args.param_free == "instance" else ["a --batch-size of 2 or more per process"])
-    fixes.append(f"--crop-size {2 ** (n_up + 1) * max(1, round(args.aspect_ratio))} or more")
-    raise SystemExit(f"error: --param-free {args.param_free} needs more than one value per channel, but the "
-                     f"generator's first block is {pixels} pixel(s) x {per_rank_batch} image(s) per process; "
-                     f"use {' or '.join(fixes)}")
-
-
-def lr_factor(niter: int, niter_decay: int):
-    """Official schedule: lr0 for `niter` epochs, then each later epoch lowers the lr by lr0 / niter_decay."""
-    def f(epoch: int) -> float:
-        return 1.0 - max(0, epoch - niter) / max(1, niter_decay)
-    return f
-
-
-# ------------------------------------------------------------------------------------------------------------
-# One training step in three pieces: train() runs them with its checks in between, bench.py times them
-# ------------------------------------------------------------------------------------------------------------
-
-
-def generate(G, E, segmap, real, model: str):
-    """The step's one generator forward -> (fake, mu, logvar); mu and logvar are None without the VAE."""
-    import losses
-    mu = logvar = None
-    if E is not None:
-        mu, logvar = E(real)
-        fake = G(segmap, z=losses.reparameterize(mu, logvar))
-    elif model == "sean":
-        fake = G(segmap, image=real)
-    else:
-        fake = G(segmap)
-    return fake, mu, logvar
-
-
-def discriminator_terms(D, segmap, fake, real, args: Args) -> dict:
-    """D on [fake (detached), real] in one pass -> the discriminator's loss terms ("total" is minimized)."""
-    import losses
-    disc_loss = losses.sean_discriminator_loss if args.model == "sean" else losses.spade_discriminator_loss
-    pred = D(torch.cat([torch.cat([segmap, fake.detach()], 1), torch.cat([segmap, real], 1)], 0))
-    return disc_loss(*losses.split_fake_real(pred), gan_mode=args.gan_mode)
-
-
-def generator_terms(D, segmap, fake, real, args: Args, vgg=None, mu=None, logvar=None) -> dict:
-    """D (unwrapped from DDP: no gradient sync needed) again on [fake, real] with its weights frozen, so only
-    G and E get gradients; feature matching needs the real image's features under the current D."""
-    import losses
-    D.requires_grad_(False)
-    pred = D(torch.cat([torch.cat([segmap, fake], 1), torch.cat([segmap, real], 1)], 0))
-    pred_fake, pred_real = losses.split_fake_real(pred)
-    weights = dict(vgg=vgg, lambda_fm=args.lambda_fm, lambda_vgg=args.lambda_vgg, gan_mode=args.gan_mode)
-    if args.model == "sean":
-        g_terms = losses.sean_generator_loss(pred_fake, pred_real, fake, real, **weights)
-    else:
-        g_terms = losses.spade_generator_loss(pred_fake, pred_real, fake, real, mu=mu, logvar=logvar,
-                                              lambda_kl=args.lambda_kl, **weights)
-    D.requires_grad_(True)
-    return g_terms
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Logging helpers
-# ------------------------------------------------------------------------------------------------------------
-
-
-def colorize_labels(label: torch.Tensor, dataset_name: str) -> torch.Tensor:
-    """Label map (B, H, W) -> RGB in [0, 1], with the synthetic set's own label colours."""
-    import data
-    return data.colorize(label.cpu(), data.dataset_palette(dataset_name)).float() / 255.0
-
-
 def save_samples(path: str, label: torch.Tensor, real: torch.Tensor, fake: torch.Tensor, dataset_name: str,
                  n: int = 8) -> None:
     """One row per sample: label | real | fake."""
-    from torchvision.utils import save_image
     n = min(n, real.size(0))
-    lab = colorize_labels(label[:n], dataset_name)
+    lab = data.colorize(label[:n].cpu(), data.dataset_palette(dataset_name)).float() / 255.0
     real, fake = (real[:n].detach().float().cpu() + 1) / 2, (fake[:n].detach().float().cpu() + 1) / 2
     rows = torch.stack([lab, real, fake], dim=1).flatten(0, 1)
     save_image(rows.clamp(0, 1), path, nrow=3, padding=2, pad_value=1.0)
 
 
 def plot_losses(log_path: str, png_path: str) -> None:
-    # a bare Figure on the Agg canvas: no pyplot, so a notebook's inline backend is left alone
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """Smoothed loss curves of D and G (and the --eval-every scores), on a bare Figure: no pyplot, so a
+    notebook's inline backend is left alone."""
     with open(log_path) as f:
         every = [json.loads(line) for line in f if line.strip()]
-    rows = [r for r in every if "D/total" in r]  # training steps; --eval-every adds "eval/..." rows
+    rows = [r for r in every if "D/total" in r]
     evals = [r for r in every if "eval/frechet" in r]
     if not rows:
         return
-    keys = [k for k in rows[-1] if k.startswith(("D/", "G/"))]
     steps = np.array([r["step"] for r in rows])
     fig = Figure(figsize=(16 if evals else 11, 4))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3 if evals else 2)
-    if evals:  # Frechet distance on the left axis, mIoU / accuracy on the right
-        ax = axes[2]
+    for ax, side in zip(axes[:2], ("D/", "G/"), strict=True):
+        for k in (k for k in rows[-1] if k.startswith(side)):
+            v = np.array([r.get(k, np.nan) for r in rows], dtype=float)
+            w = max(1, len(v) // 50)  # moving average so the trend is visible through GAN noise
+            ax.plot(steps[w - 1:], np.convolve(v, np.ones(w) / w, mode="valid"), label=k)
+        ax.set(xlabel="step", title="discriminator" if side == "D/" else "generator")
+        ax.legend(fontsize=8)
+    if evals:  # the Frechet distance on the left axis, mIoU / accuracy on the right
         at = [r["step"] for r in evals]
-        ax.plot(at, [r["eval/frechet"] for r in evals], "o-", color="C3", label="Frechet distance")
-        ax.set_xlabel("step")
-        ax.set_title("validation (--eval-every)")
-        ax.legend(loc="upper left", fontsize=8)
-        right = ax.twinx()
+        axes[2].plot(at, [r["eval/frechet"] for r in evals], "o-", color="C3", label="Frechet distance")
+        axes[2].set(xlabel="step", title="validation (--eval-every)")
+        axes[2].legend(loc="upper left", fontsize=8)
+        right = axes[2].twinx()
         for k, c in (("miou", "C0"), ("accuracy", "C2")):
             right.plot(at, [r[f"eval/{k}"] for r in evals], "s--", color=c, label=k)
         right.legend(loc="upper right", fontsize=8)
-    for ax, side in zip(axes[:2], ("D/", "G/"), strict=True):
-        for k in (k for k in keys if k.startswith(side)):
-            v = np.array([r.get(k, np.nan) for r in rows], dtype=float)
-            w = max(1, len(v) // 50)  # moving average so the trend is visible through GAN noise
-            smooth = np.convolve(v, np.ones(w) / w, mode="valid")
-            ax.plot(steps[w - 1:], smooth, label=k)
-        ax.set_xlabel("step")
-        ax.set_title("discriminator" if side == "D/" else "generator")
-        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png_path, dpi=80)
 
@@ -688,11 +919,9 @@ class SignalStop:
     """First SIGINT/SIGTERM: finish the step, save, exit. Second SIGINT: abort immediately."""
 
     def __init__(self):
-        self.requested = False
-        self.previous = {}
+        self.requested, self.previous = False, {}
 
     def __enter__(self):
-        import threading
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGINT, signal.SIGTERM):
                 self.previous[s] = signal.signal(s, self.handle)
@@ -708,321 +937,6 @@ class SignalStop:
     def __exit__(self, *exc):
         for s, h in self.previous.items():
             signal.signal(s, h)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Training
-# ------------------------------------------------------------------------------------------------------------
-
-
-def main(argv=None) -> dict:
-    """Train; returns the (unwrapped) networks and counters, for tests and notebooks."""
-    args = parse_args(argv)
-    d, device = setup_distributed(args)
-    try:
-        return train(args, d, device)
-    finally:
-        if d.enabled and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def train(args: Args, d: Dist, device: torch.device) -> dict:
-    import data
-    import losses
-    import models
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.backends.cudnn.benchmark = args.cudnn_benchmark
-    if args.batch_size % d.world:
-        raise SystemExit(f"error: batch size {args.batch_size} is not divisible by {d.world} processes")
-    per_rank_batch = args.batch_size // d.world
-    run_dir = os.path.join(args.out_dir, args.name)
-    log = print if d.main else (lambda *a, **k: None)
-
-    ckpt = None
-    if args.resume:
-        ckpt_path = find_checkpoint(args.resume)
-        ckpt = load_checkpoint(ckpt_path, device)
-        for key in ("model", "vae"):
-            if ckpt["config"].get(key) != getattr(args, key):
-                raise SystemExit(f"error: checkpoint {ckpt_path!r} is a --{key} {ckpt['config'].get(key)} "
-                                 f"run, not {getattr(args, key)}")
-
-    vgg = None  # first, so that a missing weight file fails before the big networks are built
-    if args.lambda_vgg:
-        try:
-            vgg = losses.VGGLoss(weights="imagenet").to(device)
-        except losses.VGGWeightsNotFoundError as e:
-            raise SystemExit(f"error: {e}") from None
-
-    dataset = build_dataset(args)
-    info = dataset.info
-    semantic_nc = info.semantic_nc(args.use_instance)
-    steps_per_epoch = len(epoch_indices(len(dataset), args.seed, 0, d)) // per_rank_batch
-    if steps_per_epoch == 0:
-        raise SystemExit(f"error: {len(dataset)} images cannot fill one batch of {args.batch_size}")
-    total_epochs = args.niter + args.niter_decay
-    total_steps = total_epochs * steps_per_epoch
-    if args.max_steps:
-        total_steps = min(total_steps, args.max_steps)
-    check_norm_fits(args, per_rank_batch, d, device)
-
-    # Same initial weights on every rank (DDP also broadcasts rank 0's), then per-rank noise streams.
-    torch.manual_seed(args.seed)
-    G, D, E = build_networks(args, semantic_nc, use_edges=bool(args.use_instance and info.has_instance))
-    if args.param_free == "syncbatch" and d.enabled:
-        if device.type == "cuda":
-            G = nn.SyncBatchNorm.convert_sync_batchnorm(G)
-        else:
-            log("note: SyncBatchNorm needs GPUs; on CPU each process normalizes with its own statistics")
-            G = revert_sync_batchnorm(G)
-    nets = {"G": G, "D": D, "E": E}
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    for k, m in nets.items():
-        if m is not None:
-            nets[k] = m.to(device=device, memory_format=memory_format).train()
-    G, D, E = nets["G"], nets["D"], nets["E"]
-
-    g_params = list(G.parameters()) + (list(E.parameters()) if E is not None else [])
-    opt_G = torch.optim.Adam(g_params, lr=args.lr_G, betas=(args.beta1, args.beta2))
-    opt_D = torch.optim.Adam(D.parameters(), lr=args.lr_D, betas=(args.beta1, args.beta2))
-    sched_G = torch.optim.lr_scheduler.LambdaLR(opt_G, lr_factor(args.niter, args.niter_decay))
-    sched_D = torch.optim.lr_scheduler.LambdaLR(opt_D, lr_factor(args.niter, args.niter_decay))
-
-    step, epoch, batch_in_epoch = 0, 0, 0
-    best_frechet = None  # --eval-every: the lowest Frechet distance so far (best.pt holds that state)
-    if ckpt is not None:
-        G.load_state_dict(ckpt["G"])
-        D.load_state_dict(ckpt["D"])
-        if E is not None:
-            E.load_state_dict(ckpt["E"])
-        opt_G.load_state_dict(ckpt["opt_G"])
-        opt_D.load_state_dict(ckpt["opt_D"])
-        sched_G.load_state_dict(ckpt["sched_G"])
-        sched_D.load_state_dict(ckpt["sched_D"])
-        step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
-        best_frechet = ckpt.get("best_frechet")
-        if len(ckpt["rng"]) == d.world:
-            set_rng_state(ckpt["rng"][d.rank])
-        else:
-            log(f"note: checkpoint written by {len(ckpt['rng'])} processes, resuming on {d.world}: "
-                "data order is kept, noise streams are reseeded")
-            torch.manual_seed(args.seed + 7919 * (d.rank + 1) + step)
-        log(f"resumed from {ckpt_path} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
-    else:
-        torch.manual_seed(args.seed + d.rank)
-        random.seed(args.seed + d.rank)
-        np.random.seed(args.seed + d.rank)
-
-    if d.enabled:
-        # SEAN's per-class style layers get no gradient when their class is absent from a rank's batch.
-        G = DDP(G, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=args.model == "sean")
-        D = DDP(D, device_ids=[device.index] if device.type == "cuda" else None)
-        if E is not None:
-            E = DDP(E, device_ids=[device.index] if device.type == "cuda" else None)
-    D_plain = unwrap(D)  # the generator step's D pass needs no gradient sync of D
-
-    # ---- outputs (rank 0) ---------------------------------------------------------------------------------
-    log_path = os.path.join(run_dir, "log.jsonl")
-    tb = None
-    if d.main:
-        stale = remove_stale_temp_files(run_dir)
-        if stale:
-            log(f"removed {len(stale)} temp file(s) of an interrupted checkpoint write: {', '.join(stale)}")
-        os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
-        with open(os.path.join(run_dir, "args.json"), "w") as f:
-            json.dump(asdict(args), f, indent=2)
-        if ckpt is None:
-            open(log_path, "w").close()
-        else:  # drop log lines written after the checkpoint we resume from
-            with open(log_path) if os.path.exists(log_path) else contextlib.nullcontext([]) as f:
-                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-            with open(log_path, "w") as f:
-                f.writelines(kept)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            tb = SummaryWriter(os.path.join(run_dir, "tb"))
-        except ImportError:
-            pass
-        n_g, n_d = models.count_parameters(unwrap(G)), models.count_parameters(D_plain)
-        log(f"{args.model}{' +VAE' if args.vae else ''} on {args.dataset} ({len(dataset)} images, "
-            f"{semantic_nc} input channels) | G {n_g / 1e6:.2f}M D {n_d / 1e6:.2f}M params | device {device}"
-            f"{f' x{d.world}' if d.enabled else ''} | run dir {run_dir}")
-        log(plan_line(args, steps_per_epoch, total_steps))
-
-    def checkpoint(name: str = "") -> str | None:
-        rngs = [rng_state()]
-        if d.enabled:
-            rngs = [None] * d.world
-            dist.all_gather_object(rngs, rng_state())
-        if not d.main:
-            return None
-        state = {"format": CKPT_FORMAT, "config": asdict(args), "step": step, "epoch": epoch,
-                 "batch_in_epoch": batch_in_epoch, "world_size": d.world, "best_frechet": best_frechet,
-                 "G": unwrap(G).state_dict(), "D": D_plain.state_dict(),
-                 "E": unwrap(E).state_dict() if E is not None else None,
-                 "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
-                 "sched_G": sched_G.state_dict(), "sched_D": sched_D.state_dict(),
-                 "rng": rngs, "sampler": {"seed": args.seed, "epoch": epoch, "skip_batches": batch_in_epoch}}
-        path = os.path.join(run_dir, name or f"ckpt_{step:08d}.pt")
-        save_checkpoint(path, state)
-        if name:
-            return path
-        if args.keep_checkpoints:
-            for f in list_checkpoints(run_dir)[:-args.keep_checkpoints]:
-                os.remove(os.path.join(run_dir, f))
-        return path
-
-    def last_checkpoint() -> str:  # this run's newest; the folder may hold a larger step of an older run
-        names = [n for n in list_checkpoints(run_dir) if int(n[5:-3]) <= step]
-        return os.path.join(run_dir, names[-1]) if names else "none saved yet"
-
-    def stop_nonfinite(terms: dict, which: str) -> None:
-        bad = not all(torch.isfinite(v).item() for v in terms.values())
-        if any_rank(bad, d, device):
-            values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-            where = last_checkpoint() if d.main else "(see rank 0)"
-            raise SystemExit(f"error: non-finite {which} loss at step {step + 1} ({values}); stopped before "
-                             f"the update. Last good checkpoint: {where}")
-
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
-    evaluator = None
-    if args.eval_every and d.main:
-        import evaluate
-        evaluator = evaluate.TrainingEvaluator(asdict(args), args.eval_images, args.eval_segmenter or None,
-                                               str(device), log)
-        log(f"--eval-every {args.eval_every}: {evaluator.n} validation images, "
-            f"{evaluator.frechet_name} for the Frechet distance")
-
-    def evaluate_now() -> None:
-        """Rank 0 scores G; every rank writes best.pt's turn together (checkpoint() gathers RNG states)."""
-        nonlocal best_frechet
-        scores = evaluator(unwrap(G), unwrap(E)) if d.main else {}
-        improved = d.main and (best_frechet is None or scores["frechet"] < best_frechet)
-        if d.main:
-            best_frechet = scores["frechet"] if improved else best_frechet
-            row = {"step": step, **{f"eval/{k}": v for k, v in scores.items()}}
-            log_file.write(json.dumps(row) + "\n")
-            if tb is not None:
-                for k, v in row.items():
-                    if k != "step":
-                        tb.add_scalar(k, v, step)
-        if any_rank(improved, d, device):
-            checkpoint("best.pt")
-
-    if step >= total_steps:
-        log(f"nothing to do: the checkpoint is at step {step} of {total_steps} (raise --max-steps/--niter)")
-    pbar = None
-    if d.main and args.progress:
-        from tqdm import tqdm
-        pbar = tqdm(total=total_steps, initial=step, dynamic_ncols=True, smoothing=0.05)
-    t0, steps_this_run = time.time(), 0
-    log_file = open(log_path, "a", buffering=1) if d.main else None  # line-buffered
-    with SignalStop() as stopper:
-        try:
-            while step < total_steps:
-                loader = make_loader(dataset, args, d, epoch, batch_in_epoch, per_rank_batch)
-                for batch in loader:
-                    label = batch["label"].to(device, non_blocking=True)
-                    real = batch["image"].to(device, non_blocking=True)
-                    real = real.contiguous(memory_format=memory_format)
-                    instance = batch.get("instance")
-                    if instance is not None and args.use_instance:
-                        instance = instance.to(device, non_blocking=True)
-                    else:
-                        instance = None
-                    segmap = data.make_segmap(label, info, instance).contiguous(memory_format=memory_format)
-
-                    # ---- the generator runs once ----------------------------------------------------------
-                    with autocast:
-                        fake, mu, logvar = generate(G, E, segmap, real, args.model)
-
-                    # ---- discriminator step: fake (detached) and real in one pass -------------------------
-                    with autocast:
-                        d_terms = discriminator_terms(D, segmap, fake, real, args)
-                    if args.inject_nan_step == step + 1:
-                        d_terms["total"] = d_terms["total"] * float("nan")
-                    stop_nonfinite(d_terms, "discriminator")
-                    opt_D.zero_grad(set_to_none=True)
-                    d_terms["total"].backward()
-                    opt_D.step()
-
-                    # ---- generator step on the same fake: D again, for the GAN and FM terms ---------------
-                    with autocast:
-                        g_terms = generator_terms(D_plain, segmap, fake, real, args, vgg, mu, logvar)
-                    stop_nonfinite(g_terms, "generator")
-                    opt_G.zero_grad(set_to_none=True)
-                    g_terms["total"].backward()
-                    opt_G.step()
-
-                    step += 1
-                    steps_this_run += 1
-                    batch_in_epoch += 1
-                    if batch_in_epoch == steps_per_epoch:  # epoch boundary: official per-epoch lr decay
-                        sched_G.step()
-                        sched_D.step()
-                        epoch += 1
-                        batch_in_epoch = 0
-
-                    # ---- logging (rank 0) -----------------------------------------------------------------
-                    if d.main:
-                        row = {"step": step, "epoch": epoch, "lr_G": opt_G.param_groups[0]["lr"],
-                               "lr_D": opt_D.param_groups[0]["lr"],
-                               **{f"D/{k}": v.item() for k, v in d_terms.items()},
-                               **{f"G/{k}": v.item() for k, v in g_terms.items()},
-                               "time": round(time.time() - t0, 3)}
-                        log_file.write(json.dumps(row) + "\n")
-                        if tb is not None:
-                            for k, v in row.items():
-                                if "/" in k:
-                                    tb.add_scalar(k, v, step)
-                        if pbar is not None:
-                            pbar.update(1)
-                            if step % args.log_every == 0 or step == total_steps:
-                                pbar.set_postfix({k[0] if k.endswith("/total") else k[2:]: f"{v:.3f}"
-                                                  for k, v in row.items() if "/" in k}, refresh=False)
-                        if step % args.sample_every == 0 or step == total_steps:
-                            log_file.flush()
-                            save_samples(os.path.join(run_dir, "samples", f"step_{step:08d}.png"),
-                                         label, real, fake, args.dataset)
-                            plot_losses(log_path, os.path.join(run_dir, "loss_curves.png"))
-
-                    if args.eval_every and step % args.eval_every == 0:
-                        evaluate_now()
-                    stop = any_rank(stopper.requested, d, device)
-                    if step % args.save_every == 0 or step == total_steps or stop:
-                        path = checkpoint()
-                        if stop:
-                            log(f"\nstopped by signal at step {step}; checkpoint: {path}\n"
-                                f"continue with: python train.py --resume {path}")
-                            return finish(G, D, E, step, epoch, tb, stopped=True)
-                    if step >= total_steps:
-                        break
-        finally:
-            if pbar is not None:
-                pbar.close()
-            if log_file is not None:
-                log_file.close()
-
-    elapsed = time.time() - t0
-    if d.enabled:  # BatchNorm running statistics drift apart per rank between DDP's broadcasts: end equal
-        for m in (G, D, E):
-            for b in unwrap(m).buffers() if m is not None else ():
-                dist.broadcast(b, src=0)
-    if d.main:
-        plot_losses(log_path, os.path.join(run_dir, "loss_curves.png"))
-        rate = steps_this_run / max(elapsed, 1e-9)
-        log(f"done: {steps_this_run} steps in {elapsed:.0f} s ({rate:.2f} steps/s); samples in "
-            f"{os.path.join(run_dir, 'samples')}, checkpoint {last_checkpoint()}")
-    return finish(G, D, E, step, epoch, tb, stopped=False)
-
-
-def finish(G, D, E, step, epoch, tb, stopped: bool) -> dict:
-    if tb is not None:
-        tb.close()
-    return {"G": unwrap(G), "D": unwrap(D), "E": unwrap(E), "step": step, "epoch": epoch, "stopped": stopped}
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Neither official repository ships its evaluation code; this file writes it out:
   (SPADE Table 1, SEAN Table 1). The segmenter is a compact U-Net trained here on the dataset's real training
   images (once, cached by dataset and size); its score on the real validation images is the "ground truth"
   row, the upper bound. Any TorchScript segmenter (DRN-D-105, UperNet, DeepLab-v2 exports) can replace it.
-* FID on Inception-v3 pool3 features (the network and weight file of pytorch-fid). Without that weight file
+* FID on Inception-v3 pool3 features: pytorch-fid's network with its weight file. Without that weight file
   the Frechet distance is computed on the segmenter's features and reported as "FSD (segmenter features)" -
   never under the name FID, because the number is not comparable to any published FID.
 * Reconstruction from an image's own style (SEAN Table 2): PSNR, SSIM and RMSE; SEAN uses the style codes of
@@ -27,13 +27,14 @@ Commands (a Markdown table and a JSON file come out of ``metrics``):
 
 Protocol choices that the papers leave open, fixed here and written into every JSON result:
 images are quantized exactly as a PNG file would store them (uint8, ``round((x + 1) * 127.5)``) before any
-metric; Inception inputs are resized to 299x299 with bilinear interpolation (``align_corners=False``, no
-antialiasing: pytorch-fid's choice); covariances are unbiased (``N - 1``), as numpy's ``np.cov``; the
-confusion matrix is summed over the whole set before mIoU; PSNR, SSIM and RMSE are computed per image on
-[0, 1] pixels and averaged, SSIM over the region where its 11x11 window fits (Wang et al.'s definition); the
-synthetic dataset's validation split uses the training run's seed (disjoint from its training split).
-A run folder may be passed for --ckpt (its newest ckpt_*.pt is used). The FID needs the same number of images
-for every row, and with few hundred images it is biased upwards: compare rows of one table, not across tables.
+metric; Inception takes images in [0, 1], resized to 299x299 with bilinear interpolation (``align_corners=
+False``, no antialiasing) and mapped to [-1, 1] - pytorch-fid's InceptionV3 does both itself; covariances are
+unbiased (``N - 1``), as numpy's ``np.cov``; the confusion matrix is summed over the whole set before mIoU;
+PSNR, SSIM and RMSE are computed per image on [0, 1] pixels and averaged, SSIM over the region where its 11x11
+window fits (Wang et al.'s definition); the synthetic dataset's validation split uses the training run's seed
+(disjoint from its training split). A run folder may be passed for --ckpt (its newest ckpt_*.pt is used).
+The FID needs the same number of images for every row, and with few hundred images it is biased upwards:
+compare rows of one table, not across tables.
 """
 
 from __future__ import annotations
@@ -43,21 +44,31 @@ import hashlib
 import json
 import math
 import os
-import socket
 import sys
 import warnings
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from types import SimpleNamespace
+from unittest import mock
 
 import numpy as np
+import pytorch_fid.inception
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from matplotlib.figure import Figure
+from PIL import Image
+from pytorch_fid.inception import InceptionV3
+from torch.utils.data import DataLoader
+from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+import data
+import models
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_NAME
-FID_RESIZE = 299
+FID_RESIZE = 299  # pytorch-fid's InceptionV3(resize_input=True) input size, recorded in every result
 FALLBACK_NAME = "FSD (segmenter features)"
 DEFAULT_CACHE = Path(__file__).resolve().parent / "data_cache" / "segmenters"
 
@@ -238,8 +249,6 @@ def mean_pairwise_ms_ssim(samples: torch.Tensor) -> float:
 
     torchmetrics computes it. Each scale halves the image and needs it larger than the 11-pixel window, so
     small images use the first k scales that fit (k = 3 at 64x64), their weights renormalized to sum to 1."""
-    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms_ssim
-
     s, side = samples.shape[0], min(samples.shape[-2:])
     k = max(1, min(5, int(math.log2(side / 10)) + 1 if side > 10 else 1))
     while k > 1 and side <= (11 - 1) * 2 ** (k - 1):
@@ -247,7 +256,8 @@ def mean_pairwise_ms_ssim(samples: torch.Tensor) -> float:
     betas = tuple(b / sum(MS_SSIM_BETAS[:k]) for b in MS_SSIM_BETAS[:k])
     i, j = torch.triu_indices(s, s, offset=1)
     x, y = samples[i].double(), samples[j].double()
-    return float(ms_ssim(x, y, data_range=1.0, betas=betas, reduction="elementwise_mean"))
+    return float(multiscale_structural_similarity_index_measure(x, y, data_range=1.0, betas=betas,
+                                                                 reduction="elementwise_mean"))
 
 
 LPIPS_BACKBONE = "alexnet-owt-7be5be79.pth"
@@ -262,7 +272,6 @@ def load_lpips(device: str = "cpu", log=print):
         log(f"[evaluate] LPIPS diversity: n/a, the AlexNet weights {LPIPS_BACKBONE} are not in {path.parent} "
             "(put torchvision's ImageNet AlexNet file there to get it)")
         return None
-    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
     return LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).to(device).eval()
 
 
@@ -274,225 +283,44 @@ def mean_pairwise_lpips(samples: torch.Tensor, lpips) -> float:
     return float(lpips(samples[i].float(), samples[j].float()))
 
 
+
 # ------------------------------------------------------------------------------------------------------------
-# 2. Inception-v3 for FID (the TensorFlow 2015-12-05 graph as ported by pytorch-fid)
+# 2. Inception-v3 for FID: pytorch-fid's network (the TensorFlow 2015-12-05 graph), loaded from a located file
 # ------------------------------------------------------------------------------------------------------------
-# Parameter names equal torchvision's Inception3(num_classes=1008, aux_logits=False), so that the weight file
-# pt_inception-2015-12-05-6726825d.pth loads unchanged. Two quirks of the TensorFlow graph are kept (they
-# change the features): its average pools ignore the zero padding (count_include_pad=False), and the last
-# block pools with a max instead of an average.
 
 
-class BasicConv2d(nn.Module):
-    """conv (no bias) -> batch norm (eps 1e-3, TensorFlow's) -> ReLU."""
-
-    def __init__(self, in_ch: int, out_ch: int, **conv_kw):
-        super().__init__()
-        self.conv = nn.Conv2d(in_ch, out_ch, bias=False, **conv_kw)
-        self.bn = nn.BatchNorm2d(out_ch, eps=0.001)
-
-    def forward(self, x):
-        return F.relu(self.bn(self.conv(x)))
-
-
-def _tf_avg_pool(x):
-    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
-
-
-class InceptionA(nn.Module):
-    """35x35 block: 1x1 | 5x5 | double 3x3 | pool."""
-
-    def __init__(self, in_ch: int, pool_features: int):
-        super().__init__()
-        self.branch1x1 = BasicConv2d(in_ch, 64, kernel_size=1)
-        self.branch5x5_1 = BasicConv2d(in_ch, 48, kernel_size=1)
-        self.branch5x5_2 = BasicConv2d(48, 64, kernel_size=5, padding=2)
-        self.branch3x3dbl_1 = BasicConv2d(in_ch, 64, kernel_size=1)
-        self.branch3x3dbl_2 = BasicConv2d(64, 96, kernel_size=3, padding=1)
-        self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, padding=1)
-        self.branch_pool = BasicConv2d(in_ch, pool_features, kernel_size=1)
-
-    def forward(self, x):
-        b5 = self.branch5x5_2(self.branch5x5_1(x))
-        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        return torch.cat([self.branch1x1(x), b5, b3, self.branch_pool(_tf_avg_pool(x))], 1)
-
-
-class InceptionB(nn.Module):
-    """35 -> 17 grid reduction."""
-
-    def __init__(self, in_ch: int):
-        super().__init__()
-        self.branch3x3 = BasicConv2d(in_ch, 384, kernel_size=3, stride=2)
-        self.branch3x3dbl_1 = BasicConv2d(in_ch, 64, kernel_size=1)
-        self.branch3x3dbl_2 = BasicConv2d(64, 96, kernel_size=3, padding=1)
-        self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, stride=2)
-
-    def forward(self, x):
-        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        return torch.cat([self.branch3x3(x), b3, F.max_pool2d(x, kernel_size=3, stride=2)], 1)
-
-
-class InceptionC(nn.Module):
-    """17x17 block with factorized 7x7 convolutions (1x7 then 7x1)."""
-
-    def __init__(self, in_ch: int, channels_7x7: int):
-        super().__init__()
-        c7 = channels_7x7
-        row, col = dict(kernel_size=(1, 7), padding=(0, 3)), dict(kernel_size=(7, 1), padding=(3, 0))
-        self.branch1x1 = BasicConv2d(in_ch, 192, kernel_size=1)
-        self.branch7x7_1 = BasicConv2d(in_ch, c7, kernel_size=1)
-        self.branch7x7_2 = BasicConv2d(c7, c7, **row)
-        self.branch7x7_3 = BasicConv2d(c7, 192, **col)
-        self.branch7x7dbl_1 = BasicConv2d(in_ch, c7, kernel_size=1)
-        self.branch7x7dbl_2 = BasicConv2d(c7, c7, **col)
-        self.branch7x7dbl_3 = BasicConv2d(c7, c7, **row)
-        self.branch7x7dbl_4 = BasicConv2d(c7, c7, **col)
-        self.branch7x7dbl_5 = BasicConv2d(c7, 192, **row)
-        self.branch_pool = BasicConv2d(in_ch, 192, kernel_size=1)
-
-    def forward(self, x):
-        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        d = x
-        for layer in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4,
-                      self.branch7x7dbl_5):
-            d = layer(d)
-        return torch.cat([self.branch1x1(x), b7, d, self.branch_pool(_tf_avg_pool(x))], 1)
-
-
-class InceptionD(nn.Module):
-    """17 -> 8 grid reduction."""
-
-    def __init__(self, in_ch: int):
-        super().__init__()
-        self.branch3x3_1 = BasicConv2d(in_ch, 192, kernel_size=1)
-        self.branch3x3_2 = BasicConv2d(192, 320, kernel_size=3, stride=2)
-        self.branch7x7x3_1 = BasicConv2d(in_ch, 192, kernel_size=1)
-        self.branch7x7x3_2 = BasicConv2d(192, 192, kernel_size=(1, 7), padding=(0, 3))
-        self.branch7x7x3_3 = BasicConv2d(192, 192, kernel_size=(7, 1), padding=(3, 0))
-        self.branch7x7x3_4 = BasicConv2d(192, 192, kernel_size=3, stride=2)
-
-    def forward(self, x):
-        b3 = self.branch3x3_2(self.branch3x3_1(x))
-        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
-        return torch.cat([b3, b7, F.max_pool2d(x, kernel_size=3, stride=2)], 1)
-
-
-class InceptionE(nn.Module):
-    """8x8 block with expanded 1x3 / 3x1 branches; pool "avg" (Mixed_7b) or "max" (Mixed_7c, TF quirk)."""
-
-    def __init__(self, in_ch: int, pool: str):
-        super().__init__()
-        self.pool = pool
-        self.branch1x1 = BasicConv2d(in_ch, 320, kernel_size=1)
-        self.branch3x3_1 = BasicConv2d(in_ch, 384, kernel_size=1)
-        self.branch3x3_2a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
-        self.branch3x3_2b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
-        self.branch3x3dbl_1 = BasicConv2d(in_ch, 448, kernel_size=1)
-        self.branch3x3dbl_2 = BasicConv2d(448, 384, kernel_size=3, padding=1)
-        self.branch3x3dbl_3a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
-        self.branch3x3dbl_3b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
-        self.branch_pool = BasicConv2d(in_ch, 192, kernel_size=1)
-
-    def forward(self, x):
-        b3 = self.branch3x3_1(x)
-        b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
-        d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        d = torch.cat([self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d)], 1)
-        if self.pool == "avg":
-            pooled = _tf_avg_pool(x)
-        else:
-            pooled = F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
-        return torch.cat([self.branch1x1(x), b3, d, self.branch_pool(pooled)], 1)
-
-
-class FIDInceptionV3(nn.Module):
-    """Inception-v3 up to the 2048-d global average pool ("pool3"), the FID feature extractor.
-
-    forward takes images in [0, 1] of any size, resizes them to 299x299 (bilinear, align_corners=False, no
-    antialias, as pytorch-fid), maps them to [-1, 1] and returns (B, 2048) features. ``fc`` (1008 ImageNet
-    logits of the TF graph) is only there so the weight file loads strictly; it is never used.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, kernel_size=3, stride=2)
-        self.Conv2d_2a_3x3 = BasicConv2d(32, 32, kernel_size=3)
-        self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)
-        self.Conv2d_3b_1x1 = BasicConv2d(64, 80, kernel_size=1)
-        self.Conv2d_4a_3x3 = BasicConv2d(80, 192, kernel_size=3)
-        self.Mixed_5b = InceptionA(192, pool_features=32)
-        self.Mixed_5c = InceptionA(256, pool_features=64)
-        self.Mixed_5d = InceptionA(288, pool_features=64)
-        self.Mixed_6a = InceptionB(288)
-        self.Mixed_6b = InceptionC(768, channels_7x7=128)
-        self.Mixed_6c = InceptionC(768, channels_7x7=160)
-        self.Mixed_6d = InceptionC(768, channels_7x7=160)
-        self.Mixed_6e = InceptionC(768, channels_7x7=192)
-        self.Mixed_7a = InceptionD(768)
-        self.Mixed_7b = InceptionE(1280, pool="avg")
-        self.Mixed_7c = InceptionE(2048, pool="max")
-        self.fc = nn.Linear(2048, 1008)
-
-    @torch.no_grad()
-    def forward(self, images01: torch.Tensor) -> torch.Tensor:
-        size = (FID_RESIZE, FID_RESIZE)
-        x = F.interpolate(images01.float(), size=size, mode="bilinear", align_corners=False)
-        x = 2 * x - 1
-        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
-        x = F.max_pool2d(x, kernel_size=3, stride=2)
-        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
-        x = F.max_pool2d(x, kernel_size=3, stride=2)
-        blocks = (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
-                  self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c)
-        for block in blocks:
-            x = block(x)
-        return x.mean(dim=(2, 3))
-
-
-def find_inception_weights(path: str | os.PathLike | None = None, download: bool = True) -> Path | None:
-    """The FID weight file: ``path`` if given (must exist), else torch hub's checkpoint cache, else a download
-    into that cache when a network answers (10 s timeout); None when none of these works."""
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
+def find_inception_weights(path: str | os.PathLike | None = None,
+                           download: bool = True) -> tuple[Path | None, str]:
+    """The FID weight file: ``path`` if given (must exist), else torch hub's checkpoint cache, else one
+    download into that cache (10 s socket timeout). Returns (path, "") or (None, why not)."""
+    if path:
+        if not Path(path).is_file():
             raise FileNotFoundError(f"--inception-weights {path} does not exist")
-        return path
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_NAME
-    if cached.is_file():
-        return cached
-    if not download:
-        return None
-    old_timeout = socket.getdefaulttimeout()
+        return Path(path), ""
+    return models.hub_file(FID_WEIGHTS_URL, allow_download=download)
+
+
+def load_fid_inception(path: str | os.PathLike) -> tuple[InceptionV3, str]:
+    """pytorch-fid's InceptionV3 up to the 2048-d pool3 features, with the weights of ``path`` (eval mode).
+
+    Returns the network and a note: empty for the standard file, a warning when the file's SHA-256 does not
+    start with the 6726825d of pytorch-fid's release (numbers then not comparable to published FIDs). A file
+    without exactly the network's keys and shapes is a ValueError."""
     try:
-        socket.setdefaulttimeout(10)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(FID_WEIGHTS_URL, str(cached), hash_prefix="6726825d", progress=False)
-        return cached
-    except Exception as err:  # no network, proxy refusal, ... -> the caller falls back to FSD
-        print(f"[evaluate] could not download the Inception-v3 weights ({type(err).__name__}: {err})",
-              file=sys.stderr)
-        return None
-    finally:
-        socket.setdefaulttimeout(old_timeout)
-
-
-def load_fid_inception(path: str | os.PathLike) -> tuple[FIDInceptionV3, str]:
-    """Build the network and load a weight file with exactly its keys (``num_batches_tracked`` optional).
-
-    Returns the network (eval mode) and a note: empty for the standard file, a warning when the file's SHA-256
-    does not start with the 6726825d of pytorch-fid's release (numbers then not comparable to published FIDs).
-    """
-    net = FIDInceptionV3()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    expected = {k for k in net.state_dict() if not k.endswith("num_batches_tracked")}
-    given = {k for k in state if not k.endswith("num_batches_tracked")}
-    if expected != given:
-        missing, extra = sorted(expected - given), sorted(given - expected)
-        raise ValueError(f"{path} is not an FID Inception-v3 weight file: missing {missing[:5]}"
-                         f"{'...' if len(missing) > 5 else ''}, unexpected {extra[:5]}")
-    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    net.load_state_dict(state, strict=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a loadable weight file ({type(err).__name__})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not an FID Inception-v3 weight file: not a state dict")
+    # pytorch-fid's constructor fetches its weights with load_state_dict_from_url (a download when they are
+    # not in torch hub's cache): hand it our located file instead, so it never downloads; it loads strictly
+    try:
+        with mock.patch.object(pytorch_fid.inception, "load_state_dict_from_url", lambda *a, **k: state):
+            net = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+    except RuntimeError as err:  # load_state_dict: missing / unexpected keys, other shapes
+        reason = " ".join(str(err).split())
+        raise ValueError(f"{path} is not an FID Inception-v3 weight file: "
+                         f"{reason[:400]}{'...' if len(reason) > 400 else ''}") from None
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     note = "" if digest.startswith("6726825d") else (
         f"Inception weights {Path(path).name} (sha256 {digest[:8]}) are not pytorch-fid's release 6726825d: "
@@ -561,23 +389,8 @@ class SegmenterConfig:
     """seed of initialisation and data order"""
 
 
-def _segmenter_cache_path(cache_dir: Path, dataset: str, size: tuple[int, int], cfg: SegmenterConfig) -> Path:
-    tag = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:8]
-    return Path(cache_dir) / f"{dataset}_{size[0]}x{size[1]}_unet-{tag}.pt"
-
-
-def _ignore_dontcare(label: torch.Tensor, info) -> torch.Tensor:
-    """Labels with the don't-care id replaced by -100 (cross-entropy's ignore index)."""
-    dontcare = getattr(info, "dontcare_label", None)
-    if getattr(info, "contain_dontcare", False) and dontcare is not None:
-        label = label.masked_fill(label == dontcare, -100)
-    return label
-
-
 def train_segmenter(train_set, info, cfg: SegmenterConfig, device: str = "cpu", log=print) -> SegUNet:
     """Train a SegUNet with cross-entropy (don't-care ignored) on the real training images."""
-    from torch.utils.data import DataLoader
-
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     net = SegUNet(info.label_nc, cfg.width).to(device)
@@ -585,11 +398,13 @@ def train_segmenter(train_set, info, cfg: SegmenterConfig, device: str = "cpu", 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / cfg.steps)
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=False, generator=g,
                         num_workers=0)
+    ignore = _label_ignore(info)
     step, net = 0, net.train()
     while step < cfg.steps:
         for batch in loader:
-            image = batch["image"].to(device)
-            label = _ignore_dontcare(batch["label"].to(device).long(), info)
+            image, label = batch["image"].to(device), batch["label"].to(device).long()
+            if ignore is not None:  # don't-care -> cross-entropy's ignore index
+                label = label.masked_fill(label == ignore, -100)
             if torch.rand((), generator=g) < 0.5:  # horizontal flip augmentation
                 image, label = image.flip(-1), label.flip(-1)
             loss = F.cross_entropy(net(image), label, ignore_index=-100)
@@ -608,7 +423,8 @@ def train_segmenter(train_set, info, cfg: SegmenterConfig, device: str = "cpu", 
 def get_segmenter(dataset: str, size: tuple[int, int], info, train_set_fn, cfg: SegmenterConfig,
                   cache_dir: str | os.PathLike = DEFAULT_CACHE, device: str = "cpu", log=print) -> SegUNet:
     """The cached segmenter of (dataset, size, cfg), trained on first use with ``train_set_fn()``."""
-    path = _segmenter_cache_path(Path(cache_dir), dataset, size, cfg)
+    tag = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    path = Path(cache_dir) / f"{dataset}_{size[0]}x{size[1]}_unet-{tag}.pt"
     if path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=True)
         net = SegUNet(blob["label_nc"], blob["config"]["width"])
@@ -619,11 +435,9 @@ def get_segmenter(dataset: str, size: tuple[int, int], info, train_set_fn, cfg: 
         f"(cached in {path})")
     net = train_segmenter(train_set_fn(), info, cfg, device=device, log=log)
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "label_nc": info.label_nc,
-            "config": asdict(cfg), "dataset": dataset, "size": list(size)}
-    tmp = path.with_suffix(".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)  # atomic: a half-written cache file never exists
+    models.atomic_save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
+                        "label_nc": info.label_nc, "config": asdict(cfg), "dataset": dataset,
+                        "size": list(size)}, path)
     return net
 
 
@@ -660,8 +474,18 @@ class TorchScriptSegmenter(nn.Module):
         return self.forward(x).softmax(1).mean(dim=(2, 3))
 
 
+def evaluation_segmenter(torchscript: str | None, dataset: str, dataroot, size: tuple[int, int], info,
+                         seed: int, cfg: SegmenterConfig, cache_dir, device: str, log=print):
+    """(segmenter, description): the TorchScript file if given, else the cached U-Net of the dataset."""
+    if torchscript:
+        return TorchScriptSegmenter(torchscript, info.label_nc).to(device), f"TorchScript {torchscript}"
+    net = get_segmenter(dataset, size, info, lambda: build_split(dataset, dataroot, "train", size, seed=seed),
+                        cfg, cache_dir, device, log)
+    return net, f"U-Net (width {cfg.width}, {cfg.steps} steps) trained on the real training images"
+
+
 # ------------------------------------------------------------------------------------------------------------
-# 4. Checkpoints: a generator (and encoder) back from train.py's file
+# 4. Generators: back from a train.py checkpoint or an official one, and fed through one dispatch
 # ------------------------------------------------------------------------------------------------------------
 
 
@@ -696,7 +520,7 @@ class LoadedModel:
     seed: int = 0
     """seed of the training run (the synthetic dataset's seed)"""
     config: dict = field(default_factory=dict)
-    """the training Args as saved in the checkpoint"""
+    """the training run's arguments as saved in the checkpoint"""
 
     @property
     def semantic_nc(self) -> int:
@@ -708,17 +532,23 @@ class LoadedModel:
         return self.model == "sean" or self.use_vae
 
     def segmap(self, label: torch.Tensor, instance: torch.Tensor | None = None) -> torch.Tensor:
-        import data
-
+        """Generator input of label ids (data.make_segmap checks every id)."""
         if self.use_instance and instance is None:
             instance = label  # no instance map: region boundaries stand in for instance edges
         return data.make_segmap(label, self.info, instance if self.use_instance else None)
 
     @torch.no_grad()
+    def style_codes(self, image: torch.Tensor, label: torch.Tensor, instance=None) -> torch.Tensor:
+        """SEAN: the (B, num_regions, style_dim) style codes of (B, 3, H, W) images with their label maps."""
+        dev = next(self.G.parameters()).device
+        return self.G.encode_style(image.to(dev), self.segmap(label, instance).to(dev))
+
+    @torch.no_grad()
     def generate(self, segmap: torch.Tensor, image: torch.Tensor | None = None, style_codes=None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
         """One image per segmap: in the style of ``image`` when given (SEAN codes / SPADE-VAE mean), from
-        ``style_codes`` (SEAN), else the model's own sampling (random z for SPADE-VAE; otherwise fixed)."""
+        ``style_codes`` (SEAN) or the latent ``z`` (SPADE-VAE), else the model's own sampling (random z for
+        SPADE-VAE, drawn with ``generator``; the other models are deterministic)."""
         if self.model == "sean":
             if style_codes is not None:
                 return self.G(segmap, style_codes=style_codes)
@@ -727,44 +557,52 @@ class LoadedModel:
             return self.G(segmap, image=image)
         if self.use_vae:
             if image is not None:
-                mu, _logvar = self.E(image)
-                return self.G(segmap, z=mu)
-            z = torch.randn(segmap.shape[0], self.z_dim, generator=generator, device="cpu").to(segmap.device)
-            return self.G(segmap, z=z)
+                z = self.E(image)[0]  # the encoder's mean
+            elif z is None:
+                z = torch.randn(segmap.shape[0], self.z_dim, generator=generator)
+            return self.G(segmap, z=z.to(segmap.device))
         return self.G(segmap)
 
 
+def with_region_style(codes: torch.Tensor, source: torch.Tensor, k: int) -> torch.Tensor:
+    """SEAN per-region style transfer: a copy of the style codes (B, R, D) whose region k takes the code of
+    ``source`` (1, R, D); every other region keeps its own."""
+    out = codes.clone()
+    out[:, k] = source[:, k]
+    return out
+
+
+def _config_size(config: dict) -> tuple[int, int]:
+    return round(config["crop_size"] / config["aspect_ratio"]), config["crop_size"]
+
+
+def _loaded_model(path, name: str, config: dict, G: nn.Module, E: nn.Module | None, info) -> LoadedModel:
+    """A LoadedModel of the networks of a run, described by its arguments (train.Args as a dict)."""
+    return LoadedModel(str(path), name, config["model"], bool(config["vae"]), G, E, config["dataset"],
+                       config.get("dataroot") or None,
+                       _config_size(config), info, bool(config["use_instance"] and info.has_instance),
+                       config["z_dim"], config["seed"], dict(config))
+
+
 def load_generator(checkpoint_path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
-    """Rebuild the generator (and VAE encoder) of a train.py checkpoint, in eval mode.
+    """Rebuild the generator (and VAE encoder) of a train.py checkpoint (or a run folder's newest), eval mode.
 
-    The networks are constructed by train.py's own ``build_networks`` from the saved config, so they are
-    exactly the trained ones; the dataset description comes from data.py for the saved dataset and size.
-    """
-    import train
-
-    path = Path(checkpoint_path)
-    if path.is_dir():  # a run folder: its newest checkpoint
-        found = train.list_checkpoints(str(path))
-        if not found:
-            raise FileNotFoundError(f"no checkpoint (ckpt_*.pt) in the folder {path}")
-        path = path / found[-1]
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a loadable checkpoint ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''})") from err
-    if not isinstance(ckpt, dict) or "G" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"{path} is not a train.py checkpoint (needs the keys 'G' and 'config')")
-    known = {f.name for f in fields(train.Args)}
-    args = train.Args(**{k: v for k, v in dict(ckpt["config"]).items() if k in known})
-    height = round(args.crop_size / args.aspect_ratio)
-    size = (height, args.crop_size)
-    info = build_split(args.dataset, args.dataroot or None, "val", size, length=2, seed=args.seed).info
-    use_instance = bool(args.use_instance and info.has_instance)
-    semantic_nc = info.semantic_nc(use_instance)
-    G, _D, E = train.build_networks(args, semantic_nc, use_edges=use_instance)
+    The networks come from models.build with the checkpoint's "model_args" (older checkpoints: derived from
+    their config), so they are exactly the trained ones; the dataset description comes from data.py."""
+    path = Path(models.find_checkpoint(checkpoint_path))
+    ckpt = models.read_checkpoint(path)
+    if "G" not in ckpt:
+        raise ValueError(f"{path} is not a train.py checkpoint (no generator weights 'G')")
+    config = ckpt["config"]
+    size = _config_size(config)
+    info = build_split(config["dataset"], config.get("dataroot") or None, "val", size, length=2,
+                       seed=config["seed"]).info
+    use_instance = bool(config["use_instance"] and info.has_instance)
+    if "model_args" in ckpt:
+        model_args = models.ModelArgs(**ckpt["model_args"])
+    else:
+        model_args = models.ModelArgs.from_config(config, info.semantic_nc(use_instance), use_instance)
+    G, _D, E = models.build(model_args)
     try:
         G.load_state_dict(ckpt["G"])
         if E is not None:
@@ -772,13 +610,27 @@ def load_generator(checkpoint_path: str | os.PathLike, device: str = "cpu") -> L
                 raise RuntimeError("the checkpoint has no encoder weights ('E')")
             E.load_state_dict(ckpt["E"])
     except RuntimeError as err:
-        raise ValueError(f"{path}: the weights do not fit a {args.model} generator for '{args.dataset}' "
-                         f"({semantic_nc} input channels) at {size[0]}x{size[1]}: was it trained on another "
-                         f"dataset or label count? ({str(err).splitlines()[0]})") from err
-    name = f"{args.model}{'+VAE' if args.vae else ''} ({path.parent.name}/{path.name})"
-    return LoadedModel(str(path), name, args.model, bool(args.vae), G.to(device).eval(),
-                       None if E is None else E.to(device).eval(), args.dataset, args.dataroot or None, size,
-                       info, use_instance, args.z_dim, args.seed, asdict(args))
+        raise ValueError(f"{path}: the weights do not fit a {config['model']} generator for "
+                         f"'{config['dataset']}' ({model_args.semantic_nc} input channels) at {size[0]}x"
+                         f"{size[1]}: was it trained on another dataset or label count? "
+                         f"({str(err).splitlines()[0]})") from err
+    name = f"{config['model']}{'+VAE' if config['vae'] else ''} ({path.parent.name}/{path.name})"
+    return _loaded_model(path, name, config, G.to(device).eval(), None if E is None else E.to(device).eval(),
+                         info)
+
+
+# The options an official checkpoint does not store, as the official code's defaults and dataset options set
+# them (tests/test_official.py checks them against train.PRESETS). The official norm is sync batch norm: on
+# one process in eval mode that is plain batch norm.
+OFFICIAL_DEFAULTS = dict(model="spade", vae=False, ngf=64, z_dim=256, style_dim=512, crop_size=256,
+                         aspect_ratio=1.0, num_upsampling_layers="normal", use_instance=True,
+                         param_free="batch")
+OFFICIAL_PRESETS = {
+    "ade20k": dict(dataset="ade20k"),  # also ADE20K-outdoor
+    "coco": dict(dataset="coco"),
+    "cityscapes": dict(dataset="cityscapes", crop_size=512, aspect_ratio=2.0, num_upsampling_layers="more"),
+    "celebamask": dict(dataset="celebamask", model="sean", use_instance=False),  # SEAN
+}
 
 
 @dataclass
@@ -788,8 +640,8 @@ class OfficialModel:
     G: nn.Module
     E: nn.Module | None
     """SPADE's VAE encoder (when an encoder file was given), else None"""
-    args: object
-    """train.Args the networks were built from (preset, official defaults, read from weights, overrides)"""
+    args: SimpleNamespace
+    """the options the networks were built from (preset, official defaults, read from weights, overrides)"""
     info: object
     """data.DatasetInfo of the label layout (label_nc, don't-care)"""
     official_ids: bool
@@ -801,50 +653,38 @@ def load_official(generator, preset: str = "ade20k", encoder=None, *, label_nc: 
     """Build this project's network for an official checkpoint and load its weights (eval mode).
 
     generator: path of an official latest_net_G.pth (NVlabs/SPADE, ZPdesu/SEAN), or its state dict.
-    preset: the dataset it was trained on, a train.PRESETS name: ade20k (also ADE20K-outdoor), coco,
-      cityscapes, celebamask (SEAN). The options the file does not store (dataset, label count, don't-care,
-      instance channel, upsampling layers, crop size, aspect ratio) come from that preset and the official
-      dataset defaults; the model kind, ngf, VAE / z_dim and SEAN's style length are read
-      from the weights.
+    preset: the dataset it was trained on (OFFICIAL_PRESETS): ade20k (also ADE20K-outdoor), coco, cityscapes,
+      celebamask (SEAN). The options the file does not store (dataset, instance channel, upsampling layers,
+      crop size, aspect ratio) come from that preset; the model kind, ngf, VAE / z_dim and SEAN's style
+      length are read from the weights.
     encoder: latest_net_E.pth (or its state dict) of a SPADE+VAE generator: E is then loaded too.
-    label_nc, contain_dontcare: another label layout than the dataset's; **overrides: any train.Args field
-      (crop_size, aspect_ratio, use_instance, num_upsampling_layers, ...).
+    label_nc, contain_dontcare: another label layout than the dataset's; **overrides: any OFFICIAL_DEFAULTS
+      option (crop_size, aspect_ratio, use_instance, num_upsampling_layers, ...) or dataset.
     Raises models.OfficialCheckpointError listing every key that does not fit (models.convert_official_state).
     """
-    import dataclasses
-
-    import data
-    import models
-    import train
-
+    if preset not in OFFICIAL_PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(OFFICIAL_PRESETS)}, got {preset!r}")
+    if set(overrides) - set(OFFICIAL_DEFAULTS) - {"dataset"}:
+        raise ValueError(f"unknown options {sorted(set(overrides) - set(OFFICIAL_DEFAULTS))}; valid: "
+                         f"label_nc, contain_dontcare, dataset, {', '.join(OFFICIAL_DEFAULTS)}")
     state = models.read_official_state(generator, "generator")
-    dataset = train.PRESETS.get(preset, {}).get("dataset")
-    if not hasattr(data.DATASETS.get(dataset), "INFO"):
-        raise ValueError(f"preset must name a real dataset of train.PRESETS (ade20k, coco, cityscapes, "
-                         f"celebamask), got {preset!r}")
-    # the preset carries the official dataset options (tests/test_train.py checks them against the official
-    # code); the weights fix the model kind, ngf, VAE / z_dim, SEAN's style length and 'most'
-    kw = train.PRESETS[preset] | models.official_options_from_weights(state) | overrides
-    known = {f.name for f in dataclasses.fields(train.Args)}
-    if set(kw) - known:
-        raise ValueError(f"unknown options {sorted(set(kw) - known)}; valid: label_nc, contain_dontcare and "
-                         "the train.Args fields")
-    # the official SPADE norm is sync batch norm: on one process in eval mode that is plain batch norm
-    args = train.Args(**(kw | dict(preset=preset, param_free="batch", lambda_vgg=0.0)))
-    if encoder is not None and not args.vae:
+    cfg = (OFFICIAL_DEFAULTS | OFFICIAL_PRESETS[preset] | models.official_options_from_weights(state)
+           | overrides | dict(preset=preset, seed=0, dataroot=""))
+    if encoder is not None and not cfg["vae"]:
         raise ValueError("an encoder was given but the generator is not a VAE generator (its fc is a conv)")
-    info = data.DATASETS[args.dataset].INFO
+    info = data.DATASETS[cfg["dataset"]].INFO
     if label_nc is not None or contain_dontcare is not None:
         nc = info.label_nc if label_nc is None else int(label_nc)
         dc = info.contain_dontcare if contain_dontcare is None else bool(contain_dontcare)
-        info = dataclasses.replace(info, label_nc=nc, contain_dontcare=dc, dontcare_label=nc if dc else None,
-                                   class_names=info.class_names if nc == info.label_nc else ())
-    semantic_nc = info.semantic_nc(args.use_instance)
+        info = replace(info, label_nc=nc, contain_dontcare=dc, dontcare_label=nc if dc else None,
+                       class_names=info.class_names if nc == info.label_nc else ())
+    model_args = models.ModelArgs.from_config(cfg, info.semantic_nc(cfg["use_instance"]),
+                                              cfg["use_instance"] and info.has_instance)
     with torch.device(device):
-        G, _D, E = train.build_networks(args, semantic_nc, use_edges=args.use_instance and info.has_instance)
-    where = (f"a {args.model}{'+VAE' if args.vae else ''} generator for '{preset}' ({semantic_nc} input "
-             f"channels, ngf {args.ngf}, {round(args.crop_size / args.aspect_ratio)}x{args.crop_size}, "
-             f"{args.num_upsampling_layers})")
+        G, _D, E = models.build(model_args)
+    where = (f"a {cfg['model']}{'+VAE' if cfg['vae'] else ''} generator for '{preset}' "
+             f"({model_args.semantic_nc} input channels, ngf {cfg['ngf']}, {_config_size(cfg)[0]}x"
+             f"{cfg['crop_size']}, {cfg['num_upsampling_layers']})")
     try:
         G.load_state_dict(models.convert_official_state(state, G, "generator"))
         if encoder is not None:
@@ -852,20 +692,17 @@ def load_official(generator, preset: str = "ade20k", encoder=None, *, label_nc: 
                                                            "encoder"))
     except models.OfficialCheckpointError as err:
         raise models.OfficialCheckpointError(f"{err}\n  built: {where}; is the preset, label count or crop "
-                                             "size "
-                                      "right?") from None
-    return OfficialModel(G.eval(), E.eval() if encoder is not None else None, args, info,
-                         official_ids=args.dataset == "ade20k")
+                                             "size right?") from None
+    return OfficialModel(G.eval(), E.eval() if encoder is not None else None, SimpleNamespace(**cfg), info,
+                         official_ids=cfg["dataset"] == "ade20k")
 
 
 def load_official_generator(path: str | os.PathLike, preset: str, encoder: str | None = None,
                             options: list[str] = (), device: str = "cpu") -> LoadedModel:
     """An official NVlabs/SPADE or ZPdesu/SEAN checkpoint (latest_net_G.pth, optionally latest_net_E.pth)
-    through models.load_official. options: 'name=value' overrides (crop_size=512, label_nc=..., ...)."""
-    import train
-
-    types = {f.name: type(f.default) for f in fields(train.Args)}
-    types |= {"label_nc": int, "contain_dontcare": bool}
+    through load_official. options: 'name=value' overrides (crop_size=512, label_nc=..., ...)."""
+    types = {k: type(v) for k, v in OFFICIAL_DEFAULTS.items()} | dict(dataset=str, label_nc=int,
+                                                                      contain_dontcare=bool)
     kw = {}
     for item in options:
         name, _, value = item.partition("=")
@@ -876,19 +713,15 @@ def load_official_generator(path: str | os.PathLike, preset: str, encoder: str |
         raise FileNotFoundError(f"official checkpoint {path} does not exist")
     om = load_official(path, preset, encoder, **kw)
     a = om.args
-    return LoadedModel(str(path), f"official {a.model}{'+VAE' if a.vae else ''} {preset} ({Path(path).name})",
-                       a.model, bool(a.vae), om.G.to(device), None if om.E is None else om.E.to(device),
-                       a.dataset, None, (round(a.crop_size / a.aspect_ratio), a.crop_size), om.info,
-                       bool(a.use_instance and om.info.has_instance), a.z_dim, a.seed,
-                       asdict(a) | {"official_ids": om.official_ids})
+    name = f"official {a.model}{'+VAE' if a.vae else ''} {preset} ({Path(path).name})"
+    return _loaded_model(path, name, vars(a) | {"official_ids": om.official_ids}, om.G.to(device),
+                         None if om.E is None else om.E.to(device), om.info)
 
 
 def build_split(dataset: str, dataroot, split: str, size: tuple[int, int], length: int | None = None,
                 seed: int = 0):
     """The evaluation's datasets: data.build_dataset, with the synthetic set's length and seed (the training
     run's seed: its val split never overlaps its train split)."""
-    import data
-
     if dataset == "synthetic":
         return data.SyntheticLandscapes(split, size=size, length=length, seed=seed)
     if not dataroot:
@@ -907,11 +740,11 @@ def build_split(dataset: str, dataroot, split: str, size: tuple[int, int], lengt
 class MetricsArgs:
     """``python evaluate.py metrics``: one comparison table for one or more checkpoints of one dataset."""
 
-    ckpt: list[str] = field(default_factory=list)
-    """checkpoints written by train.py (all of the same dataset and size)"""
-    dataset: str | None = None
+    ckpt: list[str]
+    """checkpoints written by train.py, or run folders (all of the same dataset and size)"""
+    dataset: str = ""
     """check that the checkpoints were trained on this dataset (default: theirs)"""
-    dataroot: str | None = None
+    dataroot: str = ""
     """dataset folder (default: the one stored in the checkpoint)"""
     n_eval: int = 500
     """validation images synthesized and scored (fewer if the split is smaller)"""
@@ -923,17 +756,17 @@ class MetricsArgs:
     """label maps used for the diversity score"""
     n_transfer: int = 64
     """image pairs (A, B) for per-region style transfer (synthetic dataset, SEAN)"""
-    segmenter: str | None = None
+    segmenter: str = ""
     """TorchScript segmenter (images in [-1, 1] -> logits) instead of the cached U-Net"""
     seg_steps: int = SegmenterConfig.steps
     """training steps of the cached U-Net segmenter"""
     cache_dir: str = str(DEFAULT_CACHE)
     """where trained segmenters are cached"""
-    inception_weights: str | None = None
+    inception_weights: str = ""
     """pt_inception-2015-12-05-6726825d.pth (default: torch hub's checkpoint cache, else download)"""
-    no_download: bool = False
-    """never try to download the Inception weights"""
-    out: str | None = None
+    download: bool = True
+    """try one download of the Inception weights if torch hub's cache lacks them (--no-download: never)"""
+    out: str = ""
     """folder for metrics.md and metrics.json (default: print only)"""
     device: str = "cpu"
     """torch device"""
@@ -955,32 +788,26 @@ class FeatureExtractor:
 
     def __init__(self, segmenter, weights: str | None, download: bool, device: str, log=print):
         self.device, self.segmenter = device, segmenter
-        path = find_inception_weights(weights, download=download)
+        path, why = find_inception_weights(weights, download=download)
         if path is None:
             self.net, self.name, self.note = None, FALLBACK_NAME, (
-                f"Inception weights {FID_WEIGHTS_NAME} not found (pass --inception-weights or put the file "
-                f"in {Path(torch.hub.get_dir()) / 'checkpoints'}): the Frechet distance is computed on the "
-                "evaluation segmenter's pooled bottleneck features instead. It is NOT comparable to "
+                f"Inception weights {FID_WEIGHTS_NAME} not found ({why}; pass --inception-weights or put the "
+                f"file in {Path(torch.hub.get_dir()) / 'checkpoints'}): the Frechet distance is computed on "
+                "the evaluation segmenter's pooled bottleneck features instead. It is NOT comparable to "
                 "published Inception-based scores.")
             log("[evaluate] " + self.note)
         else:
             self.net, self.note = load_fid_inception(path)
-            self.net = self.net.to(device)
-            self.name = "FID"
+            self.net, self.name = self.net.to(device), "FID"
             if self.note:
                 log("[evaluate] " + self.note)
 
     @torch.no_grad()
     def __call__(self, images01: torch.Tensor) -> torch.Tensor:
+        """(B, D) features of images in [0, 1] (Inception resizes and rescales them itself)."""
         if self.net is not None:
-            return self.net(images01.to(self.device)).cpu()
+            return self.net(images01.float().to(self.device))[0].flatten(1).cpu()
         return self.segmenter.features((images01 * 2 - 1).to(self.device)).double().cpu()
-
-
-@torch.no_grad()
-def _segment(segmenter, images01: torch.Tensor, device: str) -> torch.Tensor:
-    logits = segmenter((images01 * 2 - 1).to(device))
-    return logits.argmax(1).cpu()
 
 
 def _label_ignore(info) -> int | None:
@@ -988,28 +815,24 @@ def _label_ignore(info) -> int | None:
 
 
 @torch.no_grad()
-def evaluate_real(val_set, info, n: int, segmenter, features: FeatureExtractor, args: MetricsArgs) -> dict:
-    """The "ground truth" row: the segmenter on the real validation images, and their features."""
+def _confusion(segmenter, images01: torch.Tensor, label: torch.Tensor, info, device: str) -> torch.Tensor:
+    """Confusion matrix of the segmenter's prediction on images in [0, 1] against the label maps."""
+    pred = segmenter((images01 * 2 - 1).to(device)).argmax(1).cpu()
+    return confusion_matrix(pred, label, info.label_nc, _label_ignore(info))
+
+
+@torch.no_grad()
+def evaluate_real(val_set, info, n: int, segmenter, features: FeatureExtractor | None,
+                  args: MetricsArgs) -> dict:
+    """The "ground truth" row: the segmenter on the real validation images, and their features (if asked)."""
     conf = torch.zeros(info.label_nc, info.label_nc, dtype=torch.long)
     feats = []
     for batch in _batches(val_set, n, args.batch_size):
         real = quantize_png(batch["image"])
-        conf += confusion_matrix(_segment(segmenter, real, args.device), batch["label"], info.label_nc,
-                                 _label_ignore(info))
-        feats.append(features(real))
-    return {"seg": miou_and_accuracy(conf), "features": torch.cat(feats)}
-
-
-@torch.no_grad()
-def evaluate_model(lm: LoadedModel, val_set, n: int, segmenter, features: FeatureExtractor, real_features,
-                   args: MetricsArgs, lpips=None) -> dict:
-    """mIoU/accuracy, Frechet distance, reconstruction, diversity (and region transfer) of one generator."""
-    gen = torch.Generator().manual_seed(args.seed)
-    result = synthesis_scores(lm, val_set, n, segmenter, features, real_features, args, gen)
-    result.update(_diversity(lm, val_set, min(n, args.n_diversity), args, gen, lpips))
-    result.update(region_transfer(lm, val_set, args.n_transfer, args) if _transfer_possible(lm)
-                  else {"transfer_to_B": None, "transfer_success": None, "transfer_others_change": None})
-    return result
+        conf += _confusion(segmenter, real, batch["label"], info, args.device)
+        if features is not None:
+            feats.append(features(real))
+    return {"seg": miou_and_accuracy(conf), "features": torch.cat(feats) if feats else None}
 
 
 @torch.no_grad()
@@ -1018,31 +841,26 @@ def synthesis_scores(lm: LoadedModel, val_set, n: int, segmenter, features: Feat
     """mIoU/accuracy and the Frechet distance of images synthesized from the first n validation label maps
     (and reconstruction PSNR/SSIM/RMSE for models with a style input)."""
     torch.manual_seed(args.seed)  # generator noise (SEAN) reproducible
-    info, dev = lm.info, args.device
-    conf = torch.zeros(info.label_nc, info.label_nc, dtype=torch.long)
+    conf = torch.zeros(lm.info.label_nc, lm.info.label_nc, dtype=torch.long)
     feats, rec = [], {"psnr": [], "ssim": [], "rmse": []}
     for batch in _batches(val_set, n, args.batch_size):
-        segmap = lm.segmap(batch["label"], batch.get("instance")).to(dev)
-        image = batch["image"].to(dev)
+        segmap = lm.segmap(batch["label"], batch.get("instance")).to(args.device)
+        image = batch["image"].to(args.device)
         # the papers' synthesis setting: SEAN takes the style of the real image (its test protocol),
         # SPADE+VAE a random z, the others the label map alone
         style = image if lm.model == "sean" else None
         fake = quantize_png(lm.generate(segmap, image=style, generator=gen).cpu())
-        pred = _segment(segmenter, fake, dev)
-        conf += confusion_matrix(pred, batch["label"], info.label_nc, _label_ignore(info))
+        conf += _confusion(segmenter, fake, batch["label"], lm.info, args.device)
         feats.append(features(fake))
         if lm.has_style:  # reconstruction from the image's own style
             recon = fake if lm.model == "sean" else quantize_png(lm.generate(segmap, image=image).cpu())
             real = quantize_png(batch["image"])
-            rec["psnr"].append(psnr(recon, real))
-            rec["ssim"].append(ssim(recon, real))
-            rec["rmse"].append(rmse(recon, real))
+            for key, metric in (("psnr", psnr), ("ssim", ssim), ("rmse", rmse)):
+                rec[key].append(metric(recon, real))
     result = {"name": lm.name, "checkpoint": lm.path, "model": lm.model, "vae": lm.use_vae,
-              **{k: v for k, v in miou_and_accuracy(conf).items()},
+              **miou_and_accuracy(conf),
               "frechet": frechet_distance_features(real_features, torch.cat(feats))}
-    for key, values in rec.items():
-        result[key] = float(torch.cat(values).mean()) if values else None
-    return result
+    return result | {k: float(torch.cat(v).mean()) if v else None for k, v in rec.items()}
 
 
 @torch.no_grad()
@@ -1067,13 +885,10 @@ def _diversity(lm: LoadedModel, val_set, n: int, args: MetricsArgs, gen: torch.G
 
 def _region_colours(image: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(K, 3) mean colour of each class region of one (3, H, W) image (0 for absent classes)."""
-    import data
-
     return data.region_mean_colours(image[None].double(), label[None], num_classes)[0][0]
 
 
-def _transfer_possible(lm: LoadedModel) -> bool:
-    return lm.model == "sean" and lm.dataset == "synthetic"
+NO_TRANSFER = {"transfer_to_B": None, "transfer_success": None, "transfer_others_change": None}
 
 
 @torch.no_grad()
@@ -1096,55 +911,57 @@ def region_transfer(lm: LoadedModel, val_set, n_pairs: int, args: MetricsArgs,
       (``SyntheticLandscapes.render``). RMSE ([0, 1] units) of the output against that image;
       ``transfer_gt_rmse_before``: the same for the untransferred reconstruction (the baseline to beat).
     """
-    n = min(len(val_set), 2 * n_pairs)
-    half = n // 2
-    if half == 0:
-        return {"transfer_to_B": None, "transfer_success": None, "transfer_others_change": None}
+    half = min(len(val_set), 2 * n_pairs) // 2
     torch.manual_seed(args.seed)
     K, dev = lm.info.label_nc, args.device
-    to_b, to_b_before, success, others, gt_rmse, gt_rmse_before = [], [], [], [], [], []
-    known_styles = hasattr(val_set, "render")
+    s = {k: [] for k in ("to_b", "to_b_before", "success", "others", "gt_rmse", "gt_rmse_before")}
     for i in range(half):
         a, b = val_set[i], val_set[i + half]
-        seg_a = lm.segmap(a["label"][None], a["instance"][None] if "instance" in a else None)
-        seg_b = lm.segmap(b["label"][None], b["instance"][None] if "instance" in b else None)
-        area_a = torch.bincount(a["label"].flatten().clamp(0, K), minlength=K + 1)[:K] / a["label"].numel()
-        area_b = torch.bincount(b["label"].flatten().clamp(0, K), minlength=K + 1)[:K] / b["label"].numel()
+        area_a, area_b = (torch.bincount(x["label"].flatten().clamp(0, K), minlength=K + 1)[:K]
+                          / x["label"].numel() for x in (a, b))
         classes = [k for k in range(K) if area_a[k] >= min_area and area_b[k] >= min_area]
         if not classes:
             continue
-        codes_a = lm.G.encode_style(a["image"][None].to(dev), seg_a.to(dev))
-        codes_b = lm.G.encode_style(b["image"][None].to(dev), seg_b.to(dev))
-        recon = quantize_png(lm.G(seg_a.to(dev), style_codes=codes_a).cpu())[0]
-        codes = codes_a.repeat(len(classes), 1, 1)
-        for row, k in enumerate(classes):
-            codes[row, k] = codes_b[0, k]
-        outs = quantize_png(lm.G(seg_a.to(dev).repeat(len(classes), 1, 1, 1), style_codes=codes).cpu())
-        col_a = _region_colours(quantize_png(a["image"]), a["label"], K)
-        col_b = _region_colours(quantize_png(b["image"]), b["label"], K)
+        codes_a, codes_b = (lm.style_codes(x["image"][None], x["label"], x.get("instance")) for x in (a, b))
+        seg_a = lm.segmap(a["label"], a.get("instance")).to(dev)
+        recon = quantize_png(lm.generate(seg_a, style_codes=codes_a).cpu())[0]
+        codes = torch.cat([with_region_style(codes_a, codes_b, k) for k in classes])
+        outs = quantize_png(lm.generate(seg_a.repeat(len(classes), 1, 1, 1), style_codes=codes).cpu())
+        col_a, col_b = (_region_colours(quantize_png(x["image"]), x["label"], K) for x in (a, b))
         col_rec = _region_colours(recon, a["label"], K)
         for row, k in enumerate(classes):
             col_out = _region_colours(outs[row], a["label"], K)
             d_b, d_a = (col_out[k] - col_b[k]).norm(), (col_out[k] - col_a[k]).norm()
-            to_b.append(float(d_b))
-            to_b_before.append(float((col_rec[k] - col_b[k]).norm()))
-            success.append(float(d_b < d_a))
+            s["to_b"].append(float(d_b))
+            s["to_b_before"].append(float((col_rec[k] - col_b[k]).norm()))
+            s["success"].append(float(d_b < d_a))
             rest = [j for j in range(K) if j != k and area_a[j] > 0]
             if rest:
-                others.append(float((col_out[rest] - col_rec[rest]).norm(dim=1).mean()))
-            if known_styles and "style" in a:
+                s["others"].append(float((col_out[rest] - col_rec[rest]).norm(dim=1).mean()))
+            if hasattr(val_set, "render") and "style" in a:
                 style = a["style"].clone()
                 style[k] = b["style"][k]
                 target = quantize_png(val_set.render(i, style.numpy(), a["label"].numpy()))[None]
-                gt_rmse.append(float(rmse(outs[row][None], target)))
-                gt_rmse_before.append(float(rmse(recon[None], target)))
-    if not to_b:
-        return {"transfer_to_B": None, "transfer_success": None, "transfer_others_change": None}
-    return {"transfer_to_B": float(np.mean(to_b)), "transfer_to_B_before": float(np.mean(to_b_before)),
-            "transfer_success": float(np.mean(success)),
-            "transfer_others_change": float(np.mean(others)) if others else None, "transfer_cases": len(to_b),
-            "transfer_gt_rmse": float(np.mean(gt_rmse)) if gt_rmse else None,
-            "transfer_gt_rmse_before": float(np.mean(gt_rmse_before)) if gt_rmse_before else None}
+                s["gt_rmse"].append(float(rmse(outs[row][None], target)))
+                s["gt_rmse_before"].append(float(rmse(recon[None], target)))
+    if not s["to_b"]:
+        return dict(NO_TRANSFER)
+    mean = {k: float(np.mean(v)) if v else None for k, v in s.items()}
+    return {"transfer_to_B": mean["to_b"], "transfer_to_B_before": mean["to_b_before"],
+            "transfer_success": mean["success"], "transfer_others_change": mean["others"],
+            "transfer_cases": len(s["to_b"]), "transfer_gt_rmse": mean["gt_rmse"],
+            "transfer_gt_rmse_before": mean["gt_rmse_before"]}
+
+
+@torch.no_grad()
+def evaluate_model(lm: LoadedModel, val_set, n: int, segmenter, features: FeatureExtractor, real_features,
+                   args: MetricsArgs, lpips=None) -> dict:
+    """mIoU/accuracy, Frechet distance, reconstruction, diversity (and region transfer) of one generator."""
+    gen = torch.Generator().manual_seed(args.seed)
+    result = synthesis_scores(lm, val_set, n, segmenter, features, real_features, args, gen)
+    result.update(_diversity(lm, val_set, min(n, args.n_diversity), args, gen, lpips))
+    transfer = lm.model == "sean" and lm.dataset == "synthetic"
+    return result | (region_transfer(lm, val_set, args.n_transfer, args) if transfer else NO_TRANSFER)
 
 
 def _fmt(value, digits: int) -> str:
@@ -1183,51 +1000,29 @@ def _jsonable(obj):
     return obj
 
 
-def run_metrics(args: MetricsArgs, log=print) -> dict:
-    """Evaluate every checkpoint of ``args.ckpt`` on one validation set; returns the JSON-able result."""
+def _table_models(args: MetricsArgs) -> list[LoadedModel]:
+    """The checkpoints of one table: all of one dataset, size and label count."""
     if not args.ckpt:
         raise ValueError("metrics needs at least one --ckpt")
-    torch.manual_seed(args.seed)
-    models_ = [load_generator(p, args.device) for p in args.ckpt]
-    first = models_[0]
-    for lm in models_:
-        if args.dataset is not None and lm.dataset != args.dataset:
+    loaded = [load_generator(p, args.device) for p in args.ckpt]
+    first = loaded[0]
+    for lm in loaded:
+        if args.dataset and lm.dataset != args.dataset:
             raise ValueError(f"{lm.path} was trained on '{lm.dataset}', not on --dataset {args.dataset}")
         if (lm.dataset, lm.size, lm.info.label_nc) != (first.dataset, first.size, first.info.label_nc):
             raise ValueError(f"checkpoints of different datasets cannot share a table: {first.path} is "
                              f"{first.dataset} {first.size} with {first.info.label_nc} labels, {lm.path} is "
                              f"{lm.dataset} {lm.size} with {lm.info.label_nc} labels")
-    dataroot = args.dataroot or first.dataroot
-    length = max(args.n_eval, 2 * args.n_transfer)
-    val_set = build_split(first.dataset, dataroot, "val", first.size, length=length, seed=first.seed)
-    n = min(len(val_set), args.n_eval)
-    if n < 2:
-        raise ValueError(f"the {first.dataset} validation split has {len(val_set)} images; 2 are needed")
-    info = first.info
-    if args.segmenter:
-        segmenter = TorchScriptSegmenter(args.segmenter, info.label_nc).to(args.device)
-        seg_desc = f"TorchScript {args.segmenter}"
-    else:
-        cfg = SegmenterConfig(steps=args.seg_steps)
-        segmenter = get_segmenter(first.dataset, first.size, info,
-                                  lambda: build_split(first.dataset, dataroot, "train", first.size,
-                                                      seed=first.seed), cfg,
-                                  args.cache_dir, args.device, log)
-        seg_desc = f"U-Net (width {cfg.width}, {cfg.steps} steps) trained on the real training images"
-    features = FeatureExtractor(segmenter, args.inception_weights, not args.no_download, args.device, log)
-    log(f"[evaluate] real validation images: {n}")
-    real = evaluate_real(val_set, info, n, segmenter, features, args)
-    lpips = load_lpips(args.device, log) if any(lm.use_vae for lm in models_) else None
-    rows = []
-    for lm in models_:
-        log(f"[evaluate] {lm.name}")
-        rows.append(evaluate_model(lm, val_set, n, segmenter, features, real["features"], args, lpips))
+    return loaded
+
+
+def _table_notes(first: LoadedModel, n: int, seg_desc: str, features: FeatureExtractor,
+                 args: MetricsArgs) -> list[str]:
+    fd_note = features.note
     if features.net is not None:
-        fd_note = (f"FID: Frechet distance of Inception-v3 pool3 features (299x299 bilinear), {n} vs {n} "
-                   f"images. {features.note}").strip()
-    else:
-        fd_note = features.note
-    notes = [
+        fd_note = (f"FID: Frechet distance of Inception-v3 pool3 features ({FID_RESIZE}x{FID_RESIZE} "
+                   f"bilinear), {n} vs {n} images. {features.note}").strip()
+    return [
         f"{first.dataset} validation split, {n} images at {first.size[0]}x{first.size[1]}; images quantized "
         "to uint8 (PNG) before every metric.",
         f"mIoU / accuracy (%): segmenter = {seg_desc}; don't-care pixels ignored; classes absent from both "
@@ -1242,20 +1037,41 @@ def run_metrics(args: MetricsArgs, log=print) -> dict:
         "region transfer (synthetic, SEAN only; SPADE+VAE has one global code: n/a): RGB distance of the "
         "transferred region's mean colour to B's region, fraction closer to B than to A, colour change of "
         "A's other regions, RMSE against the dataset's exact rendering of A with B's style for that region."]
+
+
+def run_metrics(args: MetricsArgs, log=print) -> dict:
+    """Evaluate every checkpoint of ``args.ckpt`` on one validation set; returns the JSON-able result."""
+    torch.manual_seed(args.seed)
+    loaded = _table_models(args)
+    first, dataroot = loaded[0], args.dataroot or loaded[0].dataroot
+    val_set = build_split(first.dataset, dataroot, "val", first.size,
+                          length=max(args.n_eval, 2 * args.n_transfer), seed=first.seed)
+    n = min(len(val_set), args.n_eval)
+    if n < 2:
+        raise ValueError(f"the {first.dataset} validation split has {len(val_set)} images; 2 are needed")
+    segmenter, seg_desc = evaluation_segmenter(args.segmenter, first.dataset, dataroot, first.size,
+                                               first.info, first.seed, SegmenterConfig(steps=args.seg_steps),
+                                               args.cache_dir, args.device, log)
+    features = FeatureExtractor(segmenter, args.inception_weights, args.download, args.device, log)
+    log(f"[evaluate] real validation images: {n}")
+    real = evaluate_real(val_set, first.info, n, segmenter, features, args)
+    lpips = load_lpips(args.device, log) if any(lm.use_vae for lm in loaded) else None
+    rows = []
+    for lm in loaded:
+        log(f"[evaluate] {lm.name}")
+        rows.append(evaluate_model(lm, val_set, n, segmenter, features, real["features"], args, lpips))
+    notes = _table_notes(first, n, seg_desc, features, args)
     fd_features = "inception_pool3" if features.net is not None else "segmenter_bottleneck"
     result = {"protocol": {"dataset": first.dataset, "size": list(first.size), "n_images": n,
                            "frechet_name": features.name, "frechet_features": fd_features,
                            "inception_resize": FID_RESIZE, "quantization": "uint8 PNG", "segmenter": seg_desc,
                            "seed": args.seed},
               "ground_truth": {k: real["seg"][k] for k in ("miou", "accuracy", "iou_per_class")},
-              "rows": rows, "notes": notes}
-    table = markdown_table(real, rows, features.name, notes)
-    result["markdown"] = table
+              "rows": rows, "notes": notes, "markdown": markdown_table(real, rows, features.name, notes)}
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.md").write_text(table)
-        (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=2, allow_nan=False))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "metrics.md").write_text(result["markdown"])
+        (Path(args.out) / "metrics.json").write_text(json.dumps(_jsonable(result), indent=2, allow_nan=False))
     return result
 
 
@@ -1263,36 +1079,27 @@ class TrainingEvaluator:
     """train.py --eval-every: mIoU / accuracy and the Frechet distance of the generator being trained, on a
     fixed validation subset, with the segmenter and features of ``evaluate.py metrics`` (the cached U-Net or
     a TorchScript segmenter; Inception features when their file is present, else the segmenter's, named FSD).
-    The real images' side is computed once here; each call costs one synthesis pass over n images."""
+    ``config`` is the run's arguments (train.Args as a dict). The real images' side is computed once here;
+    each call costs one synthesis pass over n images."""
 
     def __init__(self, config: dict, n: int, segmenter: str | None = None, device: str = "cpu", log=print):
-        import train
-
-        known = {f.name for f in fields(train.Args)}
-        self.args = train.Args(**{k: v for k, v in config.items() if k in known})
-        a = self.args
-        self.size = (round(a.crop_size / a.aspect_ratio), a.crop_size)
-        self.val_set = build_split(a.dataset, a.dataroot or None, "val", self.size, length=n, seed=a.seed)
+        self.config, self.size = dict(config), _config_size(config)
+        dataset, dataroot, seed = config["dataset"], config.get("dataroot") or None, config["seed"]
+        self.val_set = build_split(dataset, dataroot, "val", self.size, length=n, seed=seed)
         self.n = min(n, len(self.val_set))
-        info = self.info = self.val_set.info
-        self.metrics = MetricsArgs(batch_size=16, device=device, seed=a.seed)
-        if segmenter:
-            self.segmenter = TorchScriptSegmenter(segmenter, info.label_nc).to(device)
-        else:
-            self.segmenter = get_segmenter(a.dataset, self.size, info, lambda: build_split(
-                a.dataset, a.dataroot or None, "train", self.size, seed=a.seed), SegmenterConfig(),
-                DEFAULT_CACHE, device, log)
+        self.info = self.val_set.info
+        self.metrics = MetricsArgs(ckpt=[], batch_size=16, device=device, seed=seed)
+        self.segmenter, _ = evaluation_segmenter(segmenter, dataset, dataroot, self.size, self.info, seed,
+                                                 SegmenterConfig(), DEFAULT_CACHE, device, log)
         self.features = FeatureExtractor(self.segmenter, None, False, device, log)
-        self.real = evaluate_real(self.val_set, info, self.n, self.segmenter, self.features, self.metrics)
+        self.real = evaluate_real(self.val_set, self.info, self.n, self.segmenter, self.features,
+                                  self.metrics)
         self.frechet_name = self.features.name
 
     @torch.no_grad()
     def __call__(self, G: nn.Module, E: nn.Module | None) -> dict:
         """Scores of G (and E) as they are now: eval mode inside, the callers' mode and RNG left as found."""
-        a = self.args
-        use_instance = bool(a.use_instance and self.info.has_instance)
-        lm = LoadedModel("(training)", a.name, a.model, bool(a.vae), G, E, a.dataset, a.dataroot or None,
-                         self.size, self.info, use_instance, a.z_dim, a.seed)
+        lm = _loaded_model("(training)", self.config["name"], self.config, G, E, self.info)
         modes = [(m, m.training) for m in (G, E) if m is not None]
         dev = next(G.parameters()).device
         with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
@@ -1301,7 +1108,7 @@ class TrainingEvaluator:
             try:
                 row = synthesis_scores(lm, self.val_set, self.n, self.segmenter, self.features,
                                        self.real["features"], self.metrics,
-                                       torch.Generator().manual_seed(a.seed))
+                                       torch.Generator().manual_seed(self.config["seed"]))
             finally:
                 for m, mode in modes:
                     m.train(mode)
@@ -1317,44 +1124,29 @@ def read_label_map(path: str | os.PathLike, info, size: tuple[int, int], palette
                    resize: bool = False, official_ids: bool = False) -> torch.Tensor:
     """A label map file -> LongTensor (H, W) of class ids (don't-care as info.dontcare_label).
 
-    Single-channel PNGs hold ids as the dataset's official files store them (mapped by its loader's
-    ``map_label``: 255 = don't-care, ADE20K's 0 = unknown); colour PNGs are decoded with the palette (every
-    colour must be a class colour). Wrong size: an error, unless ``resize`` (nearest). ``official_ids``:
-    ADE20K's raw ids, as the official checkpoints take them (data.ADE20KDataset(official_ids=True))."""
-    from PIL import Image
-
-    import data
-
+    Single-channel PNGs hold ids as the dataset's official files store them (mapped and checked by its
+    loader's ``map_label``: 255 = don't-care, ADE20K's 0 = unknown); colour PNGs are decoded with the
+    palette (every colour must be a class colour). Wrong size: an error, unless ``resize`` (nearest).
+    ``official_ids``: ADE20K's raw ids, as the official checkpoints take them (ADE20KDataset(official_ids)).
+    Every error is a ValueError naming the file."""
     path = Path(path)
     try:
         with Image.open(path) as im:
-            colour = im.mode in ("RGB", "RGBA")
-        if colour and not palette:  # drawn with this project's colours (data.colorize): training ids
-            label = data.read_label_file(str(path), data.load_palette(data.dataset_palette(info.name,
-                                                                                           info.label_nc)))
+            drawn_here = im.mode in ("RGB", "RGBA") and not palette
+        if drawn_here:  # drawn with this project's colours (data.colorize): training ids
+            colours = data.load_palette(data.dataset_palette(info.name, info.label_nc))
+            label = data.read_label_file(str(path), colours)
             if official_ids:  # ADE20K's raw ids: class k is k + 1, don't-care is 0
                 label = np.where(label == info.dontcare_label, 0, label + 1)
-        else:  # the dataset's own file ids (a --palette maps colours to them) -> training ids
-            raw = data.read_label_file(str(path), None if palette is None else data.load_palette(palette))
-            loader = data.DATASETS.get(info.name)
-            if hasattr(loader, "map_label"):  # ADE20K: k -> k - 1, 0 -> don't-care; 255 -> don't-care
-                owner = SimpleNamespace(info=info, official_ids=official_ids)
-                label = loader.map_label(owner, raw, str(path))
-            else:
-                label = np.where(raw == 255, info.dontcare_label, raw) if info.contain_dontcare else raw
-    except (OSError, SyntaxError) as err:
+        else:  # the dataset's own file ids (a --palette maps colours to them) -> training ids, checked
+            raw = data.read_label_file(str(path), data.load_palette(palette) if palette else None)
+            map_label = getattr(data.DATASETS.get(info.name), "map_label", data.PairedFolderDataset.map_label)
+            label = map_label(SimpleNamespace(info=info, official_ids=official_ids), raw, str(path))
+    except OSError as err:
         raise ValueError(f"{path}: cannot read the label map ({err})") from err
     except data.DataError as err:
         raise ValueError(str(err)) from err
     label = torch.from_numpy(np.ascontiguousarray(label)).long()
-    bad = (label < 0) | (label >= info.label_nc)
-    if info.contain_dontcare:
-        bad &= label != info.dontcare_label
-    if bad.any():
-        dontcare_note = ", 255 = don't-care" if info.contain_dontcare else ""
-        raise ValueError(f"{path}: label ids {torch.unique(label[bad])[:10].tolist()} are not classes of "
-                         f"{info.name} (ids 0..{info.label_nc - 1}"
-                         f"{dontcare_note})")
     if tuple(label.shape) != tuple(size):
         if not resize:
             raise ValueError(f"{path}: label map is {tuple(label.shape)} (H, W) but the model makes "
@@ -1376,19 +1168,11 @@ def _list_label_files(labels: str | os.PathLike) -> list[Path]:
     return files
 
 
-def _split_spec(spec: str) -> tuple[str, str | None]:
-    """'photo.png' or 'photo.png:photo_label.png' (the label map is needed for SEAN's region pooling)."""
-    image, _, label = spec.partition(":")
-    return image, (label or None)
-
-
 def read_style_image(spec: str, lm: LoadedModel, palette: str | None):
     """A style image ([-1, 1], resized to the model size) and its label map (SEAN) from 'image[:label]'.
 
     Without an explicit label map, ``<stem>_label.png`` beside the image is used when it exists."""
-    import data
-
-    image_path, label_path = _split_spec(spec)
+    image_path, _, label_path = spec.partition(":")
     if not Path(image_path).is_file():
         raise FileNotFoundError(f"style image {image_path} does not exist")
     image = data.read_image_file(image_path)
@@ -1397,7 +1181,7 @@ def read_style_image(spec: str, lm: LoadedModel, palette: str | None):
                               antialias=True)[0]
     if lm.model != "sean":
         return image, None
-    if label_path is None:
+    if not label_path:
         sibling = Path(image_path).with_name(Path(image_path).stem + "_label.png")
         if not sibling.is_file():
             raise ValueError(f"SEAN needs the label map of the style image {image_path} to pool its regions: "
@@ -1440,19 +1224,19 @@ def _class_id(name: str, info) -> int:
 class SynthesizeArgs:
     """``python evaluate.py synthesize``: PNGs from label maps, with optional style control."""
 
-    ckpt: str = ""
-    """checkpoint written by train.py (with --official: the official latest_net_G.pth)"""
-    labels: str = ""
+    ckpt: str
+    """checkpoint written by train.py or a run folder (with --official: the official latest_net_G.pth)"""
+    labels: str
     """a label map file or a folder of them (single-channel ids, or colour-coded with --palette)"""
     out: str = "synth"
     """output folder"""
     n_samples: int = 1
     """random samples per label map (SPADE+VAE: z ~ N(0, I); SEAN: styles of random training images)"""
-    style_image: str | None = None
+    style_image: str = ""
     """whole picture in the style of this photo: 'photo.png' (SPADE+VAE), 'photo.png:label.png' (SEAN)"""
     region_style: list[str] = field(default_factory=list)
     """SEAN: class=photo.png[:label.png] takes that class's style from that photo (repeatable)"""
-    palette: str | None = None
+    palette: str = ""
     """colour-coded label maps: a JSON palette (a list of [r, g, b] per file id, or {"#rrggbb": id}) or a
     built-in one (cityscapes | ade20k | coco); default: the colours this project draws label maps with"""
     resize_labels: bool = False
@@ -1463,26 +1247,22 @@ class SynthesizeArgs:
     """seed of the random samples"""
     device: str = "cpu"
     """torch device"""
-    official: str | None = None
+    official: str = ""
     """--ckpt is an official NVlabs/SPADE or ZPdesu/SEAN generator trained on this preset: ade20k (also
     ADE20K-outdoor), coco, cityscapes or celebamask (SEAN)"""
-    official_encoder: str | None = None
+    official_encoder: str = ""
     """with --official: the official latest_net_E.pth of a SPADE+VAE generator"""
     official_option: list[str] = field(default_factory=list)
     """with --official: name=value overriding a preset option (crop_size=512, label_nc=...), repeatable"""
 
 
-@torch.no_grad()
-def synthesize(args: SynthesizeArgs, log=print) -> list[Path]:
-    """Write one PNG per label map and sample; returns the written paths."""
-    from PIL import Image
-
+def _synthesis_model(args: SynthesizeArgs) -> LoadedModel:
+    """The generator of ``synthesize``, refused early when it cannot do what the arguments ask."""
     if args.official:
-        lm = load_official_generator(args.ckpt, args.official, args.official_encoder, args.official_option,
-                                     args.device)
+        lm = load_official_generator(args.ckpt, args.official, args.official_encoder or None,
+                                     args.official_option, args.device)
     else:
         lm = load_generator(args.ckpt, args.device)
-    files = _list_label_files(args.labels)
     if args.n_samples < 1:
         raise ValueError("--n-samples must be >= 1")
     if args.n_samples > 1 and not lm.has_style:
@@ -1492,82 +1272,92 @@ def synthesize(args: SynthesizeArgs, log=print) -> list[Path]:
         raise ValueError(f"{lm.model} without VAE takes no style: --style-image needs SPADE+VAE or SEAN")
     if args.region_style and lm.model != "sean":
         raise ValueError("--region-style needs SEAN (SPADE's VAE encodes one code for the whole image)")
-    official_ids = lm.config.get("official_ids", False)
-    labels = [read_label_map(f, lm.info, lm.size, args.palette, args.resize_labels, official_ids)
-              for f in files]
+    return lm
+
+
+def _sean_style(lm: LoadedModel, args: SynthesizeArgs) -> torch.Tensor:
+    """SEAN's style codes (1, num_regions, style_dim) for synthesize: those of --style-image (else the mean
+    codes of training images), then each --region-style class taken from its own photo."""
+    if args.style_image:
+        image, label = read_style_image(args.style_image, lm, args.palette or None)
+        codes = lm.style_codes(image[None], label[None])
+    else:
+        codes = mean_style_codes(lm, args.mean_style_images).to(args.device)
+    for spec in args.region_style:
+        name, _, image_spec = spec.partition("=")
+        if not image_spec:
+            raise ValueError(f"--region-style {spec!r}: write class=photo.png[:label.png]")
+        k = _class_id(name, lm.info)
+        image, label = read_style_image(image_spec, lm, args.palette or None)
+        if not (label == k).any():
+            raise ValueError(f"--region-style {spec}: class '{name}' does not occur in that photo's label "
+                             "map")
+        codes = with_region_style(codes, lm.style_codes(image[None], label[None]), k)
+    return codes
+
+
+@torch.no_grad()
+def synthesize(args: SynthesizeArgs, log=print) -> list[Path]:
+    """Write one PNG per label map and sample; returns the written paths."""
+    lm = _synthesis_model(args)
+    files = _list_label_files(args.labels)
+    labels = [read_label_map(f, lm.info, lm.size, args.palette or None, args.resize_labels,
+                             lm.config.get("official_ids", False)) for f in files]
     dev, gen = args.device, torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
-    style_image = style_label = None
-    if args.style_image:
-        style_image, style_label = read_style_image(args.style_image, lm, args.palette)
-        style_image = style_image[None].to(dev)
-    # SEAN: the base style codes (1, num_regions, style_dim), then per-region replacements
-    base_codes = None
+    style_image = codes = random_styles = None
     if lm.model == "sean":
-        if style_image is not None:
-            base_codes = lm.G.encode_style(style_image, lm.segmap(style_label[None]).to(dev))
-        else:
-            base_codes = mean_style_codes(lm, args.mean_style_images).to(dev)
-        for spec in args.region_style:
-            name, _, image_spec = spec.partition("=")
-            if not image_spec:
-                raise ValueError(f"--region-style {spec!r}: write class=photo.png[:label.png]")
-            k = _class_id(name, lm.info)
-            image, label = read_style_image(image_spec, lm, args.palette)
-            if not (label == k).any():
-                raise ValueError(f"--region-style {spec}: class '{name}' does not occur in that photo's "
-                                 "label map")
-            codes = lm.G.encode_style(image[None].to(dev), lm.segmap(label[None]).to(dev))
-            base_codes[:, k] = codes[0, k]
-    random_styles = None
-    if lm.model == "sean" and args.n_samples > 1:
-        train_set = build_split(lm.dataset, lm.dataroot, "train", lm.size, length=1000, seed=lm.seed)
-        random_styles = train_set
+        codes = _sean_style(lm, args)
+        if args.n_samples > 1:  # the styles of random real images (the base codes where a class is absent)
+            random_styles = build_split(lm.dataset, lm.dataroot, "train", lm.size, length=1000, seed=lm.seed)
+    elif args.style_image:
+        style_image = read_style_image(args.style_image, lm, args.palette or None)[0][None].to(dev)
+    # SPADE+VAE without a style image: one sample is the prior's mean z = 0, several are z ~ N(0, I)
+    mean_z = lm.use_vae and style_image is None and args.n_samples == 1
+    z = torch.zeros(1, lm.z_dim, device=dev) if mean_z else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path, label in zip(files, labels, strict=True):
         segmap = lm.segmap(label[None]).to(dev)
         for s in range(args.n_samples):
-            if lm.model == "sean":
-                codes = base_codes
-                if random_styles is not None:  # a random real image's style (mean codes where absent)
-                    item = random_styles[int(torch.randint(len(random_styles), (1,), generator=gen))]
-                    instance = item["instance"][None] if "instance" in item else None
-                    seg_r = lm.segmap(item["label"][None], instance).to(dev)
-                    codes_r = lm.G.encode_style(item["image"][None].to(dev), seg_r)
-                    present = seg_r.flatten(2).sum(-1)[..., None] > 0
-                    codes = torch.where(present, codes_r, base_codes)
-                fake = lm.G(segmap, style_codes=codes)
-            elif lm.use_vae:
-                if style_image is not None:
-                    fake = lm.generate(segmap, image=style_image)
-                elif args.n_samples == 1:  # deterministic: the prior's mean z = 0
-                    fake = lm.G(segmap, z=torch.zeros(1, lm.z_dim, device=dev))
-                else:
-                    fake = lm.generate(segmap, generator=gen)
-            else:
-                fake = lm.generate(segmap)
-            pixels = torch.round((fake[0].clamp(-1, 1) + 1) * 127.5).byte().permute(1, 2, 0).cpu().numpy()
+            sample_codes = codes
+            if random_styles is not None:
+                item = random_styles[int(torch.randint(len(random_styles), (1,), generator=gen))]
+                seg_r = lm.segmap(item["label"][None], item.get("instance")).to(dev)
+                present = seg_r.flatten(2).sum(-1)[..., None] > 0
+                sample_codes = torch.where(present, lm.style_codes(item["image"][None], item["label"][None],
+                                                                   item.get("instance")), codes)
+            fake = lm.generate(segmap, image=style_image, style_codes=sample_codes, generator=gen, z=z)
             name = f"{path.stem}.png" if args.n_samples == 1 else f"{path.stem}_sample{s}.png"
+            pixels = (quantize_png(fake[0].cpu()) * 255).round().byte().permute(1, 2, 0).numpy()
             Image.fromarray(pixels).save(out / name)
             written.append(out / name)
     log(f"[synthesize] wrote {len(written)} images to {out}")
     return written
 
 
-# 6b. Figures for the README: a side-by-side comparison and a SEAN per-region transfer grid
+# ------------------------------------------------------------------------------------------------------------
+# 7. Figures for the README: a side-by-side comparison and a SEAN per-region transfer grid
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _show(ax, img: torch.Tensor, title: str | None = None) -> None:
-    """img: (3, H, W) in [0, 1] (float) or uint8."""
-    img = img.float() / 255 if img.dtype == torch.uint8 else img
-    ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=8)
+def _save_grid(rows: list[list[torch.Tensor]], titles: list[str], out: str | os.PathLike) -> Path:
+    """A grid of (3, H, W) images (float in [0, 1] or uint8), titled along the top row, saved as a PNG."""
+    fig = Figure(figsize=(1.3 * len(titles), 1.3 * len(rows) + 0.3))
+    axes = fig.subplots(len(rows), len(titles), squeeze=False)
+    for r, row in enumerate(rows):
+        for c, img in enumerate(row):
+            img = img.float() / 255 if img.dtype == torch.uint8 else img
+            axes[r, c].imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            if r == 0:
+                axes[r, c].set_title(titles[c], fontsize=8)
+    fig.tight_layout(pad=0.2)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    return Path(out)
 
 
 @torch.no_grad()
@@ -1577,38 +1367,23 @@ def comparison_figure(ckpts: list[str], out: str | os.PathLike, n: int = 6, titl
 
     Deterministic models take the label map alone; SEAN takes the real image's own style (as in its paper);
     SPADE+VAE a fixed z ~ N(0, I) (seed 0)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    import data
-
-    models = [load_generator(c, device) for c in ckpts]
-    first = models[0]
-    for lm in models[1:]:
+    loaded = [load_generator(c, device) for c in ckpts]
+    first = loaded[0]
+    for lm in loaded[1:]:
         if (lm.dataset, lm.size, lm.semantic_nc) != (first.dataset, first.size, first.semantic_nc):
             raise ValueError(f"{lm.path} and {first.path} were trained on different data")
     val = build_split(first.dataset, first.dataroot, "val", first.size, length=n, seed=first.seed)
     batch = next(_batches(val, n, n))
-    titles = titles or [lm.name.split(" (")[0] for lm in models]
-    cols = ["label"] + titles + ["real"]
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.3 * len(cols), 1.3 * n + 0.3), squeeze=False)
-    for c, lm in enumerate(models):
+    colours = data.dataset_palette(first.info.name, first.info.label_nc)
+    columns = [[data.colorize(label, colours) for label in batch["label"]]]
+    for lm in loaded:
         seg = lm.segmap(batch["label"], batch.get("instance")).to(device)
-        image = batch["image"].to(device) if lm.has_style and not lm.use_vae else None
-        fake = quantize_png(lm.generate(seg, image=image, generator=torch.Generator().manual_seed(0)).cpu())
-        for r in range(n):
-            _show(axes[r, c + 1], fake[r], cols[c + 1] if r == 0 else None)
-    for r in range(n):
-        colours = data.dataset_palette(first.info.name, first.info.label_nc)
-        _show(axes[r, 0], data.colorize(batch["label"][r], colours), "label" if r == 0 else None)
-        _show(axes[r, -1], quantize_png(batch["image"][r]), "real" if r == 0 else None)
-    fig.tight_layout(pad=0.2)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return Path(out)
+        image = batch["image"].to(device) if lm.model == "sean" else None
+        fake = lm.generate(seg, image=image, generator=torch.Generator().manual_seed(0))
+        columns.append(quantize_png(fake.cpu()))
+    columns.append(quantize_png(batch["image"]))
+    titles = titles or [lm.name.split(" (")[0] for lm in loaded]
+    return _save_grid([list(row) for row in zip(*columns, strict=True)], ["label"] + titles + ["real"], out)
 
 
 @torch.no_grad()
@@ -1616,11 +1391,6 @@ def transfer_figure(ckpt: str, out: str | os.PathLike, n: int = 4, classes: tupl
                     "grass", "mountain"), device: str = "cpu") -> Path:
     """SEAN per-region style transfer: rows are pairs (A, B) of validation images; columns show A, B, A
     regenerated from its own style codes, then A with one class's style code taken from B."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     lm = load_generator(ckpt, device)
     if lm.model != "sean":
         raise ValueError(f"{ckpt} is a {lm.model} checkpoint; per-region transfer needs SEAN")
@@ -1630,68 +1400,47 @@ def transfer_figure(ckpt: str, out: str | os.PathLike, n: int = 4, classes: tupl
     present = [i for i in range(len(val)) if all((val[i]["label"] == k).any() for k in ids)]
     if len(present) < 2 * n:
         raise ValueError(f"fewer than {2 * n} validation images contain all of {classes}")
-    cols = ["A", "B", "A, own style"] + [f"A, {c} of B" for c in classes]
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.3 * len(cols), 1.3 * n + 0.3), squeeze=False)
+    rows = []
     for r in range(n):
         a, b = val[present[2 * r]], val[present[2 * r + 1]]
-        seg_a, seg_b = lm.segmap(a["label"][None]).to(device), lm.segmap(b["label"][None]).to(device)
-        codes_a = lm.G.encode_style(a["image"][None].to(device), seg_a)
-        codes_b = lm.G.encode_style(b["image"][None].to(device), seg_b)
-        codes = codes_a.repeat(len(ids) + 1, 1, 1)
-        for row, k in enumerate(ids, start=1):
-            codes[row, k] = codes_b[0, k]
-        outs = quantize_png(lm.G(seg_a.repeat(len(ids) + 1, 1, 1, 1), style_codes=codes).cpu())
-        row_imgs = [quantize_png(a["image"]), quantize_png(b["image"])] + list(outs)
-        for c, img in enumerate(row_imgs):
-            _show(axes[r, c], img, cols[c] if r == 0 else None)
-    fig.tight_layout(pad=0.2)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return Path(out)
+        codes_a, codes_b = (lm.style_codes(x["image"][None], x["label"][None]) for x in (a, b))
+        codes = torch.cat([codes_a] + [with_region_style(codes_a, codes_b, k) for k in ids])
+        seg_a = lm.segmap(a["label"][None]).to(device).repeat(len(ids) + 1, 1, 1, 1)
+        outs = quantize_png(lm.generate(seg_a, style_codes=codes).cpu())
+        rows.append([quantize_png(a["image"]), quantize_png(b["image"])] + list(outs))
+    return _save_grid(rows, ["A", "B", "A, own style"] + [f"A, {c} of B" for c in classes], out)
 
 
 # ------------------------------------------------------------------------------------------------------------
-# 7. Command line
+# 8. Command line
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
-    """One flag per dataclass field; help = the field's docstring (read from the source)."""
-    from train import field_docs
-
-    docs = field_docs(cls)
-    for f in fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else f.default_factory()
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, action="store_true", help=docs.get(f.name))
-        elif f.type.startswith("list"):  # --ckpt a.pt b.pt (metrics); --region-style x=a.png, repeatable
-            if f.name == "ckpt":
-                parser.add_argument(flag, nargs="+", action="extend", required=True, help=docs.get(f.name))
-            else:
-                parser.add_argument(flag, action="append", default=None, help=docs.get(f.name))
-        elif default == "":  # no sensible default: required
-            parser.add_argument(flag, required=True, help=docs.get(f.name))
-        else:
-            typ = int if f.type == "int" else str
-            help_ = f"{docs.get(f.name)} (default: {default})"
-            parser.add_argument(flag, type=typ, default=default, help=help_)
+def segmenter_command(ns: argparse.Namespace) -> None:
+    """``python evaluate.py segmenter``: train (or load) the cached segmenter and score the real images."""
+    size = (ns.size[0], ns.size[-1])
+    val = build_split(ns.dataset, ns.dataroot, "val", size, length=ns.n_eval)
+    net, _ = evaluation_segmenter(None, ns.dataset, ns.dataroot, size, val.info, 0,
+                                  SegmenterConfig(steps=ns.seg_steps), ns.cache_dir, ns.device)
+    n = min(len(val), ns.n_eval)
+    score = evaluate_real(val, val.info, n, net, None, MetricsArgs(ckpt=[], device=ns.device))["seg"]
+    print(f"real {ns.dataset} validation images ({n}): mIoU {100 * score['miou']:.1f}  "
+          f"accuracy {100 * score['accuracy']:.1f}")
+    if ns.export:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.script(net.cpu()).save(ns.export)
+        print(f"TorchScript segmenter written to {ns.export}")
 
 
-def _from_namespace(cls, ns: argparse.Namespace):
-    kw = {f.name: getattr(ns, f.name) for f in fields(cls) if getattr(ns, f.name, None) is not None}
-    return cls(**kw)
-
-
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_dataclass_args(sub.add_parser("metrics", help="evaluation table of one or more checkpoints"),
-                        MetricsArgs)
-    _add_dataclass_args(sub.add_parser("synthesize", help="PNGs from label maps, with style control"),
-                        SynthesizeArgs)
+    models.add_dataclass_args(sub.add_parser("metrics", help="evaluation table of one or more checkpoints"),
+                              MetricsArgs)
+    models.add_dataclass_args(sub.add_parser("synthesize", help="PNGs from label maps, with style control"),
+                              SynthesizeArgs, choices={"official": ("", *OFFICIAL_PRESETS)})
     fig = sub.add_parser("figures", help="README figures: model comparison and SEAN region transfer")
     fig.add_argument("--ckpt", nargs="+", required=True, help="checkpoints or run folders, one column each")
     fig.add_argument("--titles", nargs="+", default=None, help="column titles (default: model names)")
@@ -1707,37 +1456,23 @@ def main(argv=None) -> int:
     seg.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="segmenter cache folder")
     seg.add_argument("--export", default=None, help="also write it as TorchScript (usable as --segmenter)")
     seg.add_argument("--device", default="cpu")
-    ns = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    ns = build_parser().parse_args(argv)
     try:
         if ns.command == "metrics":
-            result = run_metrics(_from_namespace(MetricsArgs, ns))
-            print(result["markdown"])
+            print(run_metrics(MetricsArgs(**{f.name: getattr(ns, f.name) for f in fields(MetricsArgs)}))
+                  ["markdown"])
         elif ns.command == "synthesize":
-            synthesize(_from_namespace(SynthesizeArgs, ns))
+            synthesize(SynthesizeArgs(**{f.name: getattr(ns, f.name) for f in fields(SynthesizeArgs)}))
         elif ns.command == "figures":
             print(comparison_figure(ns.ckpt, Path(ns.out) / "comparison.png", ns.n, ns.titles))
             if ns.sean:
                 print(transfer_figure(ns.sean, Path(ns.out) / "sean_region_transfer.png"))
         else:
-            size = (ns.size[0], ns.size[-1])
-            val = build_split(ns.dataset, ns.dataroot, "val", size, length=ns.n_eval)
-            net = get_segmenter(ns.dataset, size, val.info,
-                                lambda: build_split(ns.dataset, ns.dataroot, "train", size),
-                                SegmenterConfig(steps=ns.seg_steps), ns.cache_dir, ns.device)
-            args = MetricsArgs(device=ns.device)
-            n = min(len(val), ns.n_eval)
-            conf = torch.zeros(val.info.label_nc, val.info.label_nc, dtype=torch.long)
-            for batch in _batches(val, n, args.batch_size):
-                pred = _segment(net, quantize_png(batch["image"]), ns.device)
-                conf += confusion_matrix(pred, batch["label"], val.info.label_nc, _label_ignore(val.info))
-            score = miou_and_accuracy(conf)
-            print(f"real {ns.dataset} validation images ({n}): mIoU {100 * score['miou']:.1f}  "
-                  f"accuracy {100 * score['accuracy']:.1f}")
-            if ns.export:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", FutureWarning)
-                    torch.jit.script(net.cpu()).save(ns.export)
-                print(f"TorchScript segmenter written to {ns.export}")
+            segmenter_command(ns)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -176,58 +176,67 @@ def test_confusion_matrix_rejects_unknown_ids():
 # Inception-v3 (FID features)
 
 
-@pytest.fixture(scope="module")
-def inception_file(tmp_path_factory):
-    """A random weight file with the real file's keys; one BatchNorm also stores its step counter (files saved
-    by newer PyTorch versions do), which the loader must accept."""
-    g = torch.Generator().manual_seed(0)
+def _fid_inception_state(g: torch.Generator) -> dict:
+    """Random values under the keys of pytorch-fid's own network (its FID blocks subclass torchvision's, so
+    the torchvision Inception3 it builds them on has exactly the weight file's names and shapes)."""
+    from pytorch_fid.inception import _inception_v3
+
     state = {}
-    for key, value in ev.FIDInceptionV3().state_dict().items():
+    for key, value in _inception_v3(num_classes=1008, aux_logits=False, weights=None).state_dict().items():
         if key.endswith("num_batches_tracked"):
-            if key.startswith("Conv2d_1a_3x3."):
+            if key.startswith("Conv2d_1a_3x3."):  # files saved by newer PyTorch versions store the counter
                 state[key] = torch.tensor(0)
-            continue
-        if key.endswith("running_var"):
+        elif key.endswith("running_var"):
             state[key] = torch.rand(value.shape, generator=g) + 0.5
         else:
             state[key] = torch.randn(value.shape, generator=g) * (0.1 if value.dim() > 1 else 0.3)
+    return state
+
+
+@pytest.fixture(scope="module")
+def inception_file(tmp_path_factory):
+    """A random weight file with the real file's keys (the real one cannot be downloaded in the tests)."""
     path = tmp_path_factory.mktemp("inception") / "random_inception.pth"
-    torch.save(state, path)
+    torch.save(_fid_inception_state(torch.Generator().manual_seed(0)), path)
     return path
 
 
-def test_inception_has_the_weight_files_keys():
-    # pytorch-fid's FIDInceptionV3 is torchvision's Inception3(num_classes=1008, aux_logits=False) with blocks
-    # whose parameters equal torchvision's; its weight file holds exactly these names and shapes
-    tv = pytest.importorskip("torchvision")
-    ref = tv.models.inception_v3(weights=None, num_classes=1008, aux_logits=False, init_weights=False)
-    ours = ev.FIDInceptionV3()
-    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == \
-        {k: tuple(v.shape) for k, v in ref.state_dict().items()}
-    params = sum(p.numel() for p in ours.parameters())
-    assert params == 23_850_960  # 2048-d pool features + the unused 1008-way fc
-    assert ours.state_dict()["fc.weight"].shape == (1008, 2048)
-
-
 def test_inception_loads_a_weight_file_and_gives_2048_features(inception_file, tmp_path):
+    import pytorch_fid.inception
+
     net, note = ev.load_fid_inception(inception_file)
     assert "not pytorch-fid's release" in note  # a random file is flagged as non-standard
-    feats = net(torch.rand(2, 3, 32, 32))
+    assert not net.training and isinstance(net, pytorch_fid.inception.InceptionV3)
+    # the file's values are the ones in use (not pytorch-fid's download, not random initialisation)
+    state = torch.load(inception_file, weights_only=True)
+    torch.testing.assert_close(net.blocks[0][0].conv.weight, state["Conv2d_1a_3x3.conv.weight"])
+    torch.testing.assert_close(net.blocks[3][2].branch_pool.conv.weight,
+                               state["Mixed_7c.branch_pool.conv.weight"])
+    feats = ev.FeatureExtractor(None, str(inception_file), False, "cpu", log=lambda *_: None)(
+        torch.rand(2, 3, 32, 32))
     assert feats.shape == (2, 2048) and torch.isfinite(feats).all()
+    # a file with missing keys, or other shapes, is refused with the reason
     torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(32, 3, 3, 3)}, tmp_path / "broken.pth")
-    with pytest.raises(ValueError, match="not an FID Inception-v3 weight file: missing"):
+    with pytest.raises(ValueError, match="not an FID Inception-v3 weight file: .*Missing key"):
         ev.load_fid_inception(tmp_path / "broken.pth")
+    state["fc.weight"] = torch.zeros(1000, 2048)
+    torch.save(state, tmp_path / "shape.pth")
+    with pytest.raises(ValueError, match="Inception-v3 weight file: .*size mismatch for fc.weight"):
+        ev.load_fid_inception(tmp_path / "shape.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="not a loadable weight file"):
+        ev.load_fid_inception(tmp_path / "junk.pth")
 
 
 def test_inception_weights_lookup(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ev.find_inception_weights(tmp_path / "nope.pth")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    assert ev.find_inception_weights(None, download=False) is None
+    assert ev.find_inception_weights(None, download=False) == (None, "download disabled")
     cached = tmp_path / "hub" / "checkpoints" / ev.FID_WEIGHTS_NAME
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"x")
-    assert ev.find_inception_weights(None, download=False) == cached
+    assert ev.find_inception_weights(None, download=False) == (cached, "")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -277,17 +286,21 @@ def _train_ckpt(tmp_path_factory, name, *flags):
     return str(sorted((out / name).glob("ckpt_*.pt"))[-1])
 
 
-def _hand_ckpt(path, **overrides):
-    """A checkpoint dict as train.py writes it, built without training (random networks)."""
+def _hand_ckpt(path, model_args=True, **overrides):
+    """A checkpoint dict as train.py writes it, built without training (random networks); model_args=False:
+    as older train.py versions wrote it (the networks' shape only in the config)."""
     import data
+    import models
     import train
 
     args = train.Args(**{**dict(preset="quick", crop_size=32, ngf=8, ndf=8, style_dim=16, z_dim=16,
                                 param_free="batch", lambda_vgg=0.0), **overrides})
     info = data.SyntheticLandscapes("val", size=args.crop_size, length=1).info
-    G, D, E = train.build_networks(args, info.semantic_nc(args.use_instance))
-    torch.save({"format": 1, "config": asdict(args), "G": G.state_dict(), "D": D.state_dict(),
-                "E": None if E is None else E.state_dict()}, path)
+    shape = models.ModelArgs.from_config(asdict(args), info.semantic_nc(args.use_instance), False)
+    G, D, E = models.build(shape)
+    ckpt = {"format": 1, "config": asdict(args), "G": G.state_dict(), "D": D.state_dict(),
+            "E": None if E is None else E.state_dict()}
+    torch.save(ckpt | ({"model_args": asdict(shape)} if model_args else {}), path)
     return str(path)
 
 
@@ -296,14 +309,14 @@ def ckpts(tmp_path_factory):
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("ckpts")
     # one checkpoint written by train.py itself, the others built as it builds them (faster)
-    return {"spade": _hand_ckpt(root / "spade.pt", model="spade"),
+    return {"spade": _hand_ckpt(root / "spade.pt", model_args=False, model="spade"),
             "vae": _hand_ckpt(root / "vae.pt", model="spade", vae=True),
             "sean": _train_ckpt(tmp_path_factory, "sean", "--model", "sean")}
 
 
 def _metrics_args(tmp_path, ckpt, **kw):
     base = dict(ckpt=ckpt, n_eval=8, batch_size=4, n_samples=2, n_diversity=2, n_transfer=2, seg_steps=2,
-                cache_dir=str(tmp_path / "seg"), no_download=True, out=str(tmp_path / "out"))
+                cache_dir=str(tmp_path / "seg"), download=False, out=str(tmp_path / "out"))
     return ev.MetricsArgs(**{**base, **kw})
 
 
@@ -338,11 +351,8 @@ def test_metrics_table_and_fallback_never_says_fid(ckpts, tmp_path, monkeypatch,
         assert "FID" not in text
 
 
-def test_metrics_with_inception_weights_and_torchscript_segmenter(ckpts, inception_file, tmp_path,
-                                                                  monkeypatch):
+def test_metrics_with_inception_weights_and_torchscript_segmenter(ckpts, inception_file, tmp_path):
     import warnings
-
-    monkeypatch.setattr(ev, "FID_RESIZE", 75)  # Inception's smallest input: the same code path, 16x cheaper
 
     net = ev.SegUNet(10, 8).eval()
     with warnings.catch_warnings():
@@ -357,10 +367,11 @@ def test_metrics_with_inception_weights_and_torchscript_segmenter(ckpts, incepti
 
 
 def test_checkpoint_of_another_label_count_is_rejected(tmp_path):
+    import models
     import train
 
     args = train.Args(preset="quick", crop_size=32, ngf=8, style_dim=16, param_free="batch")
-    G, _, _ = train.build_networks(args, 5)  # 5 input channels, the synthetic set has 10
+    G, _, _ = models.build(models.ModelArgs.from_config(asdict(args), 5, False))  # the synthetic set has 10
     torch.save({"format": 1, "config": asdict(args), "G": G.state_dict()}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="another dataset or label count"):
         ev.load_generator(tmp_path / "other.pt")
@@ -369,6 +380,41 @@ def test_checkpoint_of_another_label_count_is_rejected(tmp_path):
     torch.save({"weights": 1}, tmp_path / "foreign.pt")
     with pytest.raises(ValueError, match="not a train.py checkpoint"):
         ev.load_generator(tmp_path / "foreign.pt")
+
+
+def test_checkpoint_model_args_rebuild_the_networks(ckpts, tmp_path):
+    """train.py's "model_args" fix the networks' shape; checkpoints without them (older files) are rebuilt
+    from their config; a run folder gives its newest checkpoint."""
+    ckpt = torch.load(ckpts["vae"], weights_only=True)
+    assert ckpt["model_args"]["vae"] and ckpt["model_args"]["ngf"] == 8
+    ckpt["config"]["ngf"] = 16  # not what the networks were built with: model_args win
+    (tmp_path / "run").mkdir()
+    torch.save(ckpt, tmp_path / "run" / "ckpt_00000002.pt")
+    torch.save({"format": 1, "config": {}}, tmp_path / "run" / "ckpt_00000001.pt")
+    lm = ev.load_generator(tmp_path / "run")
+    assert lm.path.endswith("ckpt_00000002.pt") and lm.use_vae and lm.E is not None and not lm.G.training
+    del ckpt["model_args"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="another dataset or label count"):
+        ev.load_generator(tmp_path / "old.pt")
+    assert ev.load_generator(ckpts["spade"]).model == "spade"  # an older file: rebuilt from its config
+
+
+def test_command_line_flags():
+    p = ev.build_parser()
+    ns = p.parse_args(["metrics", "--ckpt", "a.pt", "b.pt", "--ckpt", "c.pt", "--no-download",
+                       "--n-eval", "3"])
+    assert ns.ckpt == ["a.pt", "b.pt", "c.pt"] and not ns.download and ns.n_eval == 3 and not ns.dataset
+    assert not ev.MetricsArgs(ckpt=[], download=False).download and ev.MetricsArgs(ckpt=[]).download
+    ns = p.parse_args(["synthesize", "--ckpt", "a.pt", "--labels", "l", "--region-style", "sky=a.png",
+                       "--region-style", "water=b.png", "--official-option", "crop_size=64",
+                       "--resize-labels"])
+    assert ns.region_style == ["sky=a.png", "water=b.png"] and ns.official_option == ["crop_size=64"]
+    assert ns.resize_labels and ns.n_samples == 1 and not ns.style_image and not ns.official
+    for argv in (["synthesize", "--labels", "l"], ["metrics"], ["synthesize", "--ckpt", "a", "--labels", "l",
+                                                                "--official", "imagenet"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(argv)
 
 
 def test_checkpoints_that_cannot_share_a_table(ckpts, tmp_path):

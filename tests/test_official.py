@@ -176,3 +176,19 @@ def test_sean_fc_mu_missing_class_is_listed():
     del state["head_0.ace_0.fc_mu18.weight"]
     with pytest.raises(models.OfficialCheckpointError, match=r"head_0\.norm_0\.fc_mu18\.weight"):
         evaluate.load_official(state, "celebamask", crop_size=64)
+
+
+@pytest.mark.parametrize("preset", list(evaluate.OFFICIAL_PRESETS))
+def test_official_options_agree_with_the_training_presets(preset):
+    """evaluate.py's table of what the official checkpoints imply is train.PRESETS' (the official dataset
+    options); only the norm differs: sync batch norm, which is batch norm on one process in eval mode."""
+    import dataclasses
+
+    import train
+
+    trained = {f.name: f.default for f in dataclasses.fields(train.Args)} | train.PRESETS[preset]
+    official = evaluate.OFFICIAL_DEFAULTS | evaluate.OFFICIAL_PRESETS[preset]
+    for key in ("dataset", "model", "crop_size", "aspect_ratio", "num_upsampling_layers", "use_instance",
+                "vae", "ngf", "z_dim", "style_dim"):
+        assert official[key] == trained[key], key
+    assert official["param_free"] == "batch" and trained["param_free"] == "syncbatch"

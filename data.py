@@ -32,6 +32,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
+from torchvision.utils import make_grid, save_image
 
 
 class DataError(ValueError):
@@ -39,47 +40,57 @@ class DataError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Dataset description
+# Dataset description, label ids and colours
 # ----------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class DatasetInfo:
-    """What a model needs to know about a dataset's labels, and the paper's default preprocessing for it."""
+    """What a model needs to know about a dataset's labels, and the paper's default preprocessing for it.
 
-    name: str
-    """Short dataset name, as accepted by `build_dataset`."""
+    Classes have ids 0..label_nc-1 (official --label_nc). With contain_dontcare some pixels are 'unknown'
+    and get their own one-hot channel (official --contain_dontcare_label); they hold dontcare_label in the
+    returned `label` tensor: like the official loader, the on-disk 255 becomes label_nc, which `make_segmap`
+    scatters into the extra channel label_nc. has_instance: the dataset ships instance maps (turned into one
+    instance edge channel). style_dim: the length of a row of the sample's `style` (0: no style ground
+    truth)."""
+
+    name: str  # as accepted by `build_dataset`
     label_nc: int
-    """Number of real classes; ids 0..label_nc-1 (the official option --label_nc)."""
     contain_dontcare: bool = False
-    """Whether some pixels are 'unknown'; they get their own one-hot channel (official
-    --contain_dontcare_label)."""
-    dontcare_label: int | None = None
-    """Value those pixels hold in the returned `label` tensor. Like the official loader, the on-disk 255
-    becomes label_nc, which `make_segmap` scatters into the extra channel label_nc. None when contain_dontcare
-    is False."""
+    dontcare_label: int | None = None  # None when contain_dontcare is False
     has_instance: bool = False
-    """Whether the dataset ships instance maps (turned into one instance edge channel)."""
-    class_names: tuple[str, ...] = ()
-    """Human-readable class names, index = class id (may be empty for datasets whose names we do not ship)."""
-    preprocess_mode: str = "resize_and_crop"
-    """The paper's default preprocessing (see PREPROCESS_MODES)."""
-    load_size: int = 286
-    """The paper's default load size for training (images are resized to it before cropping)."""
-    crop_size: int = 256
-    """The paper's default crop size (the network's output width)."""
-    aspect_ratio: float = 1.0
-    """Width / height of the network output (Cityscapes: 2)."""
+    class_names: tuple[str, ...] = ()  # index = class id; empty for datasets whose names we do not ship
+    preprocess_mode: str = "resize_and_crop"  # the paper's default (see PREPROCESS_MODES)
+    load_size: int = 286  # the paper's training load size (images are resized to it before cropping)
+    crop_size: int = 256  # the paper's crop size (the network's output width)
+    aspect_ratio: float = 1.0  # width / height of the network output (Cityscapes: 2)
     style_dim: int = 0
-    """Length of each row of the sample's `style` tensor (0 when the dataset has no style ground truth)."""
 
     def semantic_nc(self, use_instance: bool = True) -> int:
         """Generator input channels: classes + don't-care + instance edges (official opt.semantic_nc)."""
         return self.label_nc + int(self.contain_dontcare) + int(self.has_instance and use_instance)
 
 
+def invalid_ids(ids, label_nc: int, dontcare: int | None = None):
+    """Mask (numpy or torch, like `ids`) of ids outside 0..label_nc-1 that are not `dontcare`: the one range
+    check behind every dataset's map_label and make_segmap."""
+    bad = (ids < 0) | (ids >= label_nc)
+    return bad if dontcare is None else bad & (ids != dontcare)
+
+
+def check_raw_ids(raw: np.ndarray, bad: np.ndarray, path: str, valid: str) -> None:
+    """DataError naming the file, the bad ids and where the first one is, if any pixel of `bad` is set."""
+    if bad.any():
+        y, x = (int(v) for v in np.argwhere(bad)[0])
+        values = np.unique(raw[bad])[:10].tolist()
+        raise DataError(f"{path}: label ids {values} are not classes of this dataset (valid: {valid}); "
+                        f"first at pixel (x={x}, y={y})")
+
+
 def make_palette(n: int = 256) -> np.ndarray:
-    """Distinct colours for n classes (bit-interleaved PASCAL-VOC style colour map), uint8 (n, 3)."""
+    """Distinct colours for n classes (PASCAL-VOC style: bit 3b + c of the id is bit 7 - b of channel c),
+    uint8 (n, 3)."""
     ids = np.arange(n)
     pal = np.zeros((n, 3), dtype=np.int64)
     for bit in range(8):
@@ -88,14 +99,23 @@ def make_palette(n: int = 256) -> np.ndarray:
     return pal.astype(np.uint8)
 
 
+def spade_colormap(n: int) -> np.ndarray:
+    """The official SPADE code's colours for ids 0..n-1: the VOC colour of id + 1, so id 0 is not black."""
+    return make_palette(n + 1)[1:]
+
+
 def colorize(label: torch.Tensor, palette=None) -> torch.Tensor:
     """Class ids [..., H, W] -> uint8 colour image [..., 3, H, W]. Ids outside the palette (e.g. don't-care)
     are black."""
     pal = torch.as_tensor(make_palette(256) if palette is None else np.asarray(palette), dtype=torch.uint8)
     pal = torch.cat([pal, torch.zeros(1, 3, dtype=torch.uint8)])  # last row: black for anything out of range
-    idx = label.long().clamp(min=-1)
-    idx = torch.where((idx < 0) | (idx >= len(pal) - 1), len(pal) - 1, idx)
+    idx = torch.where((label < 0) | (label >= len(pal) - 1), len(pal) - 1, label.long())
     return pal[idx].movedim(-1, -3)
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """Photo in [-1, 1] -> uint8 0..255, what a PNG stores (the rounding of evaluate.quantize_png)."""
+    return ((image.clamp(-1, 1) + 1) * 127.5).round().byte()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -117,6 +137,12 @@ def instance_edges(instance: torch.Tensor) -> torch.Tensor:
     return edge.float()
 
 
+def _batched(x: torch.Tensor) -> torch.Tensor:
+    """[H, W], [B, H, W] or [B, 1, H, W] -> [B, H, W]."""
+    x = x[None] if x.dim() == 2 else x
+    return x[:, 0] if x.dim() == 4 else x
+
+
 def make_segmap(label: torch.Tensor, info: DatasetInfo, instance: torch.Tensor | None = None,
                 check: bool = True) -> torch.Tensor:
     """Label ids [B, H, W] (or [B, 1, H, W] or [H, W]) -> float segmap [B, semantic_nc, H, W].
@@ -125,29 +151,18 @@ def make_segmap(label: torch.Tensor, info: DatasetInfo, instance: torch.Tensor |
     don't-care class (pixels equal to info.dontcare_label, or a raw 255, as the official loader rewrites 255
     -> label_nc); if `instance` is given, a final channel holds its edge map. Any other value raises
     DataError (check=False skips that test, which costs a device sync on GPU)."""
-    if label.dim() == 2:
-        label = label[None]
-    if label.dim() == 4:
-        label = label[:, 0]
-    label = label.long()
+    label = _batched(label).long()
     nc = info.label_nc + int(info.contain_dontcare)
     if info.contain_dontcare:
         label = torch.where((label == 255) | (label == info.dontcare_label), info.label_nc, label)
-    bad = (label < 0) | (label >= nc) if check else None
-    if check and bad.any():
-        values = torch.unique(label[bad])[:10].tolist()
+    if check and (bad := invalid_ids(label, nc)).any():
         raise DataError(
-            f"make_segmap: label values {values} are outside [0, {info.label_nc}) and not the don't-care "
-            f"label ({info.dontcare_label}) of dataset '{info.name}'"
-        )
+            f"make_segmap: label values {torch.unique(label[bad])[:10].tolist()} are outside [0, "
+            f"{info.label_nc}) and not the don't-care label ({info.dontcare_label}) of dataset '{info.name}'")
     segmap = torch.zeros(label.shape[0], nc, *label.shape[1:], device=label.device)
     segmap.scatter_(1, label[:, None], 1.0)
     if instance is not None:
-        if instance.dim() == 2:
-            instance = instance[None]
-        if instance.dim() == 4:
-            instance = instance[:, 0]
-        segmap = torch.cat([segmap, instance_edges(instance)[:, None]], dim=1)
+        segmap = torch.cat([segmap, instance_edges(_batched(instance))[:, None]], dim=1)
     return segmap
 
 
@@ -166,6 +181,7 @@ PALETTE = np.array(
 def dataset_palette(name: str, n: int = 256) -> np.ndarray:
     """Colours for drawing label maps: the synthetic set's own, else the first n of the VOC-style map."""
     return PALETTE if name == "synthetic" else make_palette(n)
+
 
 STYLE_FIELDS = ("base_r", "base_g", "base_b", "accent_r", "accent_g", "accent_b",
                 "brightness", "grad_v", "grad_h", "tex_amp", "tex_scale")
@@ -190,15 +206,17 @@ _PHOTO_PALETTES = np.array([
     [[.30, .30, .32], [.40, .38, .35], [.22, .22, .24], [.50, .45, .40]],  # road
 ], dtype=np.float32)
 
-# Texture family per class: two basis fields mixed by tex_scale, (low, high) texture amplitude, max |grad_v|.
+# Texture basis fields. The noise fields have (rows, cols) random values per shorter image side; windows and
+# ripples are periodic, their period set by the building / sand tex_scale.
 _F_SMOOTH, _F_COARSE, _F_MID, _F_FINE, _F_GRAIN, _F_HSTREAK, _F_HSTREAK2, _F_VSTREAK, _F_VSTREAK2, \
     _F_RIDGED, _F_RIDGED2, _F_WINDOWS, _F_RIPPLES = range(13)
 _N_FIELDS = 13
-_FIELD_CELLS = {  # random values per shorter image side (rows, cols) of each noise basis field
+_FIELD_CELLS = {
     _F_SMOOTH: (2, 3), _F_COARSE: (5, 5), _F_MID: (10, 10), _F_FINE: (24, 24), _F_GRAIN: (64, 64),
     _F_HSTREAK: (16, 2), _F_HSTREAK2: (40, 4), _F_VSTREAK: (3, 24), _F_VSTREAK2: (5, 56),
     _F_RIDGED: (8, 8), _F_RIDGED2: (20, 20), _F_RIPPLES: (4, 4),
 }
+# Per class: two basis fields mixed by tex_scale, (low, high) texture amplitude, max |grad_v|.
 _TEXTURE = {
     SKY: (_F_SMOOTH, _F_COARSE, (0.3, 0.8), 2.5),
     CLOUD: (_F_COARSE, _F_MID, (0.5, 1.0), 1.0),
@@ -216,9 +234,8 @@ _FAMILY_B = np.array([_TEXTURE[k][1] for k in range(len(CLASS_NAMES))])
 _AMP_RANGE = np.array([_TEXTURE[k][2] for k in range(len(CLASS_NAMES))], dtype=np.float32)
 _GRAD_V_MAX = np.array([_TEXTURE[k][3] for k in range(len(CLASS_NAMES))], dtype=np.float32)
 
-# Scene types: probability, chance of a mountain range, ground bands from the horizon down (class,
-# thickness range),
-# and (min, max) counts of trees / rocks / buildings; road chance. Bands with thickness 0 are absent.
+# Scene types: probability, chance of a mountain range, ground bands from the horizon down (class, thickness
+# range; thickness 0 = absent), (min, max) counts of trees / rocks / buildings, chance of a road.
 _SCENES = {
     "lake": (0.20, 0.8, [(WATER, (.3, .5)), (SAND, (0, .12)), (GRASS, (.4, .6))], (2, 12), (0, 3), (0, 0), 0),
     "coast": (0.14, 0.3, [(WATER, (.4, .7)), (SAND, (.3, .6))], (0, 3), (0, 5), (0, 0), 0.0),
@@ -229,8 +246,7 @@ _SCENES = {
     "uniform": (0.10, 0.0, [], (0, 0), (0, 0), (0, 0), 0.0),
 }
 _SCENE_NAMES = list(_SCENES)
-_SCENE_P = np.array([_SCENES[s][0] for s in _SCENE_NAMES])
-_SCENE_P = _SCENE_P / _SCENE_P.sum()
+_SCENE_P = np.array([_SCENES[s][0] for s in _SCENE_NAMES]) / sum(_SCENES[s][0] for s in _SCENE_NAMES)
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 
@@ -310,95 +326,114 @@ class SyntheticLandscapes(Dataset):
     def _rng(self, index: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, _SPLIT_IDS[self.split], index, stream])
 
-    # -- layout ---------------------------------------------------------------------------------------------
+    # -- layout: the steps draw from one random stream, so reordering them would change every sample -------
     def layout(self, index: int) -> np.ndarray:
-        """Label map (H, W) int64 of sample `index`."""
+        """Label map (H, W) int64 of sample `index`: sky, a horizon, clouds, maybe mountains, ground bands,
+        buildings, a road, then trees and rocks standing on the ground."""
         rng = self._rng(index, 0)
-        h, w = self.size
-        yn, xn, X, Y = self._yn, self._xn, self._X, self._Y
         scene = _SCENE_NAMES[rng.choice(len(_SCENE_NAMES), p=_SCENE_P)]
-        _, p_mountain, bands, n_trees, n_rocks, n_buildings, p_road = _SCENES[scene]
-
         if scene == "uniform":
-            main, extras = [(SKY, CLOUD), (WATER, ROCK), (GRASS, TREE), (SAND, ROCK), (CLOUD, SKY),
-                            (TREE, GRASS), (MOUNTAIN, ROCK), (ROCK, GRASS)][rng.integers(8)]
-            label = np.full((h, w), main, dtype=np.int64)
-            if rng.random() < 0.6:  # near-uniform: one small blob of a fitting class
-                cx, cy = rng.uniform(0, X[0, -1]), rng.uniform(0, Y[-1, 0])
-                rx, ry = rng.uniform(0.05, 0.2, 2)
-                lump = 0.3 * _noise2d(rng, (h, w), (6, 6))
-                label[((X - cx) / rx) ** 2 + ((Y - cy) / ry) ** 2 < 1 + lump] = extras
-            return label
+            return self._near_uniform(rng)
+        _, p_mountain, bands, n_trees, n_rocks, n_buildings, p_road = _SCENES[scene]
+        label = np.full(self.size, SKY, dtype=np.int64)
+        horizon = self._horizon(rng, flat=any(c == WATER for c, _ in bands))
+        below = self._yn > horizon
+        if rng.random() < 0.8:
+            self._add_clouds(rng, label, horizon)
+        if rng.random() < p_mountain:
+            self._add_mountains(rng, label, horizon, below, high=scene == "alpine")
+        depth = np.clip((self._yn - horizon) / np.maximum(1 - horizon, 1e-3), 0, 1)  # perspective, in [0, 1]
+        label[below] = self._ground_bands(rng, bands, depth)[below]
+        self._add_buildings(rng, label, horizon, n_buildings)
+        if rng.random() < p_road:
+            self._add_road(rng, label, below, depth)
+        lump = _noise2d(rng, self.size, (12, 12))
+        self._add_objects(rng, label, depth, lump, TREE, n_trees, (GRASS,))
+        self._add_objects(rng, label, depth, lump, ROCK, n_rocks, (GRASS, SAND, ROCK))
+        return label
 
-        label = np.full((h, w), SKY, dtype=np.int64)
-        flat = any(b[0] == WATER for b in bands)
+    def _near_uniform(self, rng: np.random.Generator) -> np.ndarray:
+        """One class everywhere, often with one small blob of a fitting class."""
+        main, extra = [(SKY, CLOUD), (WATER, ROCK), (GRASS, TREE), (SAND, ROCK), (CLOUD, SKY),
+                       (TREE, GRASS), (MOUNTAIN, ROCK), (ROCK, GRASS)][rng.integers(8)]
+        label = np.full(self.size, main, dtype=np.int64)
+        if rng.random() < 0.6:
+            X, Y = self._X, self._Y
+            cx, cy = rng.uniform(0, X[0, -1]), rng.uniform(0, Y[-1, 0])
+            rx, ry = rng.uniform(0.05, 0.2, 2)
+            lump = 0.3 * _noise2d(rng, self.size, (6, 6))
+            label[((X - cx) / rx) ** 2 + ((Y - cy) / ry) ** 2 < 1 + lump] = extra
+        return label
+
+    def _horizon(self, rng: np.random.Generator, flat: bool) -> np.ndarray:
+        """(1, W) horizon height per column: tilted, and hilly unless water lies at it."""
+        xn = self._xn
+        # the noise is drawn even for flat horizons so that every later draw stays in place
         horizon = (rng.uniform(0.3, 0.65) + rng.uniform(-0.06, 0.06) * (xn - 0.5)
                    + (0 if flat else rng.uniform(0.0, 0.05)) * _noise1d(rng, xn, 6))
-        horizon = horizon.astype(np.float32)[None, :]
-        below = yn > horizon
+        return horizon.astype(np.float32)[None, :]
 
-        # clouds: thresholded low-frequency noise, denser near the top, only well above the horizon
-        if rng.random() < 0.8:
-            cloud = (_noise2d(rng, (h, w), (3, 5)) + 0.5 * _noise2d(rng, (h, w), (7, 11))
-                     + 0.25 * _noise2d(rng, (h, w), (16, 24)) + 0.8 * (0.3 - yn))
-            label[(cloud > rng.uniform(0.15, 0.9)) & (yn < horizon - 0.03)] = CLOUD
+    def _add_clouds(self, rng, label, horizon) -> None:
+        """Thresholded low-frequency noise, denser near the top, only well above the horizon."""
+        hw, yn = self.size, self._yn
+        cloud = (_noise2d(rng, hw, (3, 5)) + 0.5 * _noise2d(rng, hw, (7, 11))
+                 + 0.25 * _noise2d(rng, hw, (16, 24)) + 0.8 * (0.3 - yn))
+        label[(cloud > rng.uniform(0.15, 0.9)) & (yn < horizon - 0.03)] = CLOUD
 
-        # mountain range behind everything on the ground
-        if rng.random() < p_mountain:
-            height = rng.uniform(0.25, 0.7) if scene != "alpine" else rng.uniform(0.5, 0.9)
-            profile = 0.5 + 0.5 * (0.7 * _noise1d(rng, xn, rng.integers(3, 7)) + 0.3 * _noise1d(rng, xn, 15))
-            ridge = horizon - height * horizon * (0.2 + 0.8 * profile)
-            label[(yn > ridge) & ~below] = MOUNTAIN
+    def _add_mountains(self, rng, label, horizon, below, high: bool) -> None:
+        """A ridge of peaks rising from the horizon, behind everything on the ground."""
+        xn = self._xn
+        height = rng.uniform(0.5, 0.9) if high else rng.uniform(0.25, 0.7)
+        profile = 0.5 + 0.5 * (0.7 * _noise1d(rng, xn, rng.integers(3, 7)) + 0.3 * _noise1d(rng, xn, 15))
+        ridge = horizon - height * horizon * (0.2 + 0.8 * profile)
+        label[(self._yn > ridge) & ~below] = MOUNTAIN
 
-        # ground bands from the horizon down, in perspective depth d in [0, 1], with wavy boundaries
-        depth = np.clip((yn - horizon) / np.maximum(1 - horizon, 1e-3), 0, 1)
+    def _ground_bands(self, rng, bands, depth) -> np.ndarray:
+        """(H, W) class of the ground band at each depth; band boundaries are wavy."""
         thick = np.array([rng.uniform(*t) for _, t in bands], dtype=np.float32)
         bounds = np.cumsum(thick) / thick.sum()
-        band_idx = np.zeros((h, w), dtype=np.int64)
+        band_idx = np.zeros(self.size, dtype=np.int64)
         for k in range(len(bands) - 1):
-            wavy = bounds[k] + 0.04 * _noise1d(rng, xn, rng.integers(4, 12))
-            band_idx += depth > wavy
-        band_classes = np.array([c for c, _ in bands])
-        label[below] = band_classes[band_idx][below]
+            band_idx += depth > bounds[k] + 0.04 * _noise1d(rng, self._xn, rng.integers(4, 12))
+        return np.array([c for c, _ in bands])[band_idx]
 
-        # buildings stand on the ground near the horizon and rise into the sky
-        nb = rng.integers(n_buildings[0], n_buildings[1] + 1)
-        if nb:
-            cx = rng.uniform(0, 1, nb)[:, None, None]
-            half = rng.uniform(0.03, 0.1, nb)[:, None, None]
-            base = horizon[0, np.clip((cx[:, 0, 0] * w).astype(int), 0, w - 1)][:, None, None] \
-                + rng.uniform(0.01, 0.06, nb)[:, None, None]
-            top = base - rng.uniform(0.08, 0.35, nb)[:, None, None]
-            inside = (np.abs(xn[None, None, :] - cx) < half) & (yn[None] > top) & (yn[None] < base)
-            label[inside.any(0)] = BUILDING
+    def _add_buildings(self, rng, label, horizon, counts) -> None:
+        """Boxes standing on the ground near the horizon and rising into the sky."""
+        nb = rng.integers(counts[0], counts[1] + 1)
+        if nb == 0:
+            return
+        w, xn, yn = self.size[1], self._xn, self._yn
+        cx = rng.uniform(0, 1, nb)[:, None, None]
+        half = rng.uniform(0.03, 0.1, nb)[:, None, None]
+        base = horizon[0, np.clip((cx[:, 0, 0] * w).astype(int), 0, w - 1)][:, None, None] \
+            + rng.uniform(0.01, 0.06, nb)[:, None, None]
+        top = base - rng.uniform(0.08, 0.35, nb)[:, None, None]
+        inside = (np.abs(xn[None, None, :] - cx) < half) & (yn[None] > top) & (yn[None] < base)
+        label[inside.any(0)] = BUILDING
 
-        # a road: trapezoid from the bottom edge to a vanishing point on the horizon
-        if rng.random() < p_road:
-            vx, bx = rng.uniform(0.3, 0.7), rng.uniform(0.1, 0.9)
-            centre = vx + (bx - vx) * depth
-            label[below & (np.abs(xn - centre) < rng.uniform(0.08, 0.25) * depth + 0.003)] = ROAD
+    def _add_road(self, rng, label, below, depth) -> None:
+        """A trapezoid from the bottom edge to a vanishing point on the horizon."""
+        vx, bx = rng.uniform(0.3, 0.7), rng.uniform(0.1, 0.9)
+        centre = vx + (bx - vx) * depth
+        label[below & (np.abs(self._xn - centre) < rng.uniform(0.08, 0.25) * depth + 0.003)] = ROAD
 
-        # trees and rocks: lumpy ellipses standing on grass / ground pixels, bigger when nearer (lower)
-        lump = _noise2d(rng, (h, w), (12, 12))
-        for cls, counts, ground in ((TREE, n_trees, (GRASS,)), (ROCK, n_rocks, (GRASS, SAND, ROCK))):
-            n = rng.integers(counts[0], counts[1] + 1)
-            cand = np.flatnonzero(np.isin(label, ground))
-            if n == 0 or cand.size == 0:
-                continue
-            pick = cand[rng.integers(0, cand.size, n)]
-            py, px = pick // w, pick % w
-            by, bx = Y[py, 0], X[0, px]
-            d = depth[py, px]
-            r = (0.03 + 0.08 * d) * rng.uniform(0.7, 1.3, n)
-            if cls == TREE:
-                rx, ry = r * rng.uniform(0.5, 0.8, n), r * rng.uniform(1.0, 1.6, n)
-            else:
-                rx, ry = r * rng.uniform(0.6, 1.0, n), r * rng.uniform(0.3, 0.5, n)
-            cy = by - 0.8 * ry
-            q = (((X[None] - bx[:, None, None]) / rx[:, None, None]) ** 2
-                 + ((Y[None] - cy[:, None, None]) / ry[:, None, None]) ** 2).min(0)
-            label[q < 1 + 0.35 * lump] = cls
-        return label
+    def _add_objects(self, rng, label, depth, lump, cls, counts, ground) -> None:
+        """Trees (tall) or rocks (flat): lumpy ellipses standing on `ground` pixels, bigger when nearer."""
+        n = rng.integers(counts[0], counts[1] + 1)
+        cand = np.flatnonzero(np.isin(label, ground))
+        if n == 0 or cand.size == 0:
+            return
+        X, Y = self._X, self._Y
+        py, px = np.divmod(cand[rng.integers(0, cand.size, n)], self.size[1])
+        r = (0.03 + 0.08 * depth[py, px]) * rng.uniform(0.7, 1.3, n)
+        if cls == TREE:
+            rx, ry = r * rng.uniform(0.5, 0.8, n), r * rng.uniform(1.0, 1.6, n)
+        else:
+            rx, ry = r * rng.uniform(0.6, 1.0, n), r * rng.uniform(0.3, 0.5, n)
+        bx, cy = X[0, px], Y[py, 0] - 0.8 * ry  # the ellipse's bottom sits on the picked pixel
+        q = (((X[None] - bx[:, None, None]) / rx[:, None, None]) ** 2
+             + ((Y[None] - cy[:, None, None]) / ry[:, None, None]) ** 2).min(0)
+        label[q < 1 + 0.35 * lump] = cls
 
     # -- style ----------------------------------------------------------------------------------------------
     def sample_style(self, index: int) -> np.ndarray:
@@ -460,8 +495,8 @@ class SyntheticLandscapes(Dataset):
         weights = np.zeros((k, _N_FIELDS), dtype=np.float32)
         np.add.at(weights, (np.arange(k), _FAMILY_A), amp * (1 - scale))
         np.add.at(weights, (np.arange(k), _FAMILY_B), amp * scale)
-        # colour ramp grad_v * (y - y_c) + grad_h * (x - x_c) around the region's own centroid (y_c, x_c), so
-        # the ramp does not move the region's mean colour
+        # the colour ramp grad_v * (y - y_c) + grad_h * (x - x_c) turns around the region's own centroid, so
+        # it does not move the region's mean colour
         count = np.maximum(count, 1)
         ycen = np.bincount(flat, weights=np.repeat(self._yn[:, 0], w), minlength=k) / count
         xcen = np.bincount(flat, weights=np.tile(self._xn, h), minlength=k) / count
@@ -474,10 +509,10 @@ class SyntheticLandscapes(Dataset):
         t = per_pixel[nf] * self._yn + per_pixel[nf + 1] * self._xn[None] + per_pixel[nf + 2]
         for i, key in enumerate(needed):
             t += per_pixel[i] * fields[key]
-        # make t exactly zero-mean inside every region (depends on that region's pixels only), so the region's
-        # mean colour is its base colour up to clipping
+        # exactly zero-mean inside every region (from that region's pixels only): the region's mean colour is
+        # then its base colour, up to clipping
         t -= (np.bincount(flat, weights=t.ravel(), minlength=k) / count).astype(np.float32)[label]
-        # colour = base + t * (accent - base): base is the region's mean colour, the accent the texture's hue
+        # colour = base + t * (accent - base)
         img = per_pixel[nf + 3:nf + 6] + t[None] * per_pixel[nf + 6:nf + 9]
         return torch.from_numpy(np.clip(img, -1, 1, out=img))
 
@@ -502,38 +537,33 @@ PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_c
 class Geometry:
     """One sample's resize / crop / flip, applied alike to the photo (bicubic) and the maps (nearest)."""
 
-    resize: tuple[int, int] | None
-    """(H, W) to resize to first, or None."""
-    crop: tuple[int, int, int, int] | None
-    """(top, left, height, width) crop after resizing, or None."""
-    flip: bool
-    """Horizontal flip last."""
+    resize: tuple[int, int] | None  # (H, W) to resize to first
+    crop: tuple[int, int, int, int] | None  # (top, left, height, width) after resizing
+    flip: bool  # horizontal, last
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in PREPROCESS_MODES:
+        raise ValueError(f"unknown preprocess mode {mode!r}; choose from {PREPROCESS_MODES}")
 
 
 def sample_geometry(hw: tuple[int, int], mode: str, load_size: int, crop_hw: tuple[int, int], train: bool,
                     flip: bool = True, generator: torch.Generator | None = None, path: str = "") -> Geometry:
     """Resize/crop/flip for an (H, W) input, following the official preprocess modes. Train crops are random,
     other splits take the centre crop; flips only in training (as the official isTrain and not no_flip)."""
+    _check_mode(mode)
     h, w = hw
     ch, cw = crop_hw
-    if mode not in PREPROCESS_MODES:
-        raise ValueError(f"unknown preprocess mode {mode!r}; choose from {PREPROCESS_MODES}")
-    resize = None
-    if mode == "resize_and_crop":
-        resize = (load_size, load_size)
-    elif mode.startswith("scale_width"):
-        resize = (int(load_size * h / w), load_size)
-    elif mode == "fixed":
-        resize = (ch, cw)
-    elif mode == "none":  # round each side to a multiple of 32, as the official make_power_2 (base 32)
-        resize = (max(32, round(h / 32) * 32), max(32, round(w / 32) * 32))
+    scaled = (int(load_size * h / w), load_size)
+    power_of_32 = (max(32, round(h / 32) * 32), max(32, round(w / 32) * 32))  # the official make_power_2
+    resize = {"resize_and_crop": (load_size, load_size), "fixed": (ch, cw), "none": power_of_32,
+              "scale_width": scaled, "scale_width_and_crop": scaled}.get(mode)  # "crop": no resize
     nh, nw = resize if resize is not None else (h, w)
     crop = None
     if mode.endswith("crop"):
         if nh < ch or nw < cw:
             raise DataError(f"{path}: after '{mode}' the image is {nh}x{nw}, smaller than the {ch}x{cw} "
-                            f"crop; "
-                            f"use a larger load_size or another preprocess mode")
+                            f"crop; use a larger load_size or another preprocess mode")
         if train:
             top = int(torch.randint(0, nh - ch + 1, (1,), generator=generator))
             left = int(torch.randint(0, nw - cw + 1, (1,), generator=generator))
@@ -548,19 +578,15 @@ def apply_geometry(x: torch.Tensor, geo: Geometry, is_label: bool) -> torch.Tens
     """Apply `geo` to a [C, H, W] tensor: nearest for label / instance maps, antialiased bicubic for photos.
     Labels are never interpolated, so no new class ids appear."""
     if geo.resize is not None:
-        if is_label:
-            x = TF.resize(x, list(geo.resize), interpolation=InterpolationMode.NEAREST_EXACT)
-        else:
-            x = TF.resize(x, list(geo.resize), interpolation=InterpolationMode.BICUBIC, antialias=True)
+        mode = InterpolationMode.NEAREST_EXACT if is_label else InterpolationMode.BICUBIC
+        x = TF.resize(x, list(geo.resize), interpolation=mode, antialias=True)  # ignored for nearest
     if geo.crop is not None:
         x = TF.crop(x, *geo.crop)
-    if geo.flip:
-        x = TF.horizontal_flip(x)
-    return x
+    return TF.horizontal_flip(x) if geo.flip else x
 
 
 # ----------------------------------------------------------------------------------------------------
-# Real datasets: file discovery, pairing, reading
+# Real datasets: file discovery and pairing
 # ----------------------------------------------------------------------------------------------------
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
@@ -586,31 +612,111 @@ def _stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def _pair(named: dict[str, list[str]], key) -> list[tuple[str, ...]]:
+def _pair(named: dict[str, list[str]], key=_stem) -> list[tuple[str, ...]]:
     """Pair files of several kinds by key(path); every kind must cover exactly the same keys. Returns tuples
     in the order of `named`, sorted by the first kind's order. Unmatched or duplicate names raise
     DataError."""
     tables = {}
     for kind, paths in named.items():
-        table = {}
+        tables[kind] = {}
         for p in paths:
-            k = key(p)
-            if k in table:
-                raise DataError(f"two {kind} files share the name '{k}': {table[k]} and {p}")
-            table[k] = p
-        tables[kind] = table
-    kinds = list(named)
-    for a in kinds:
-        for b in kinds:
-            if a == b:
-                continue
-            missing = [tables[a][k] for k in tables[a] if k not in tables[b]]
+            if (k := key(p)) in tables[kind]:
+                raise DataError(f"two {kind} files share the name '{k}': {tables[kind][k]} and {p}")
+            tables[kind][k] = p
+    for a, table in tables.items():
+        for b in tables:
+            missing = [p for k, p in table.items() if k not in tables[b]]
             if missing:
                 shown = ", ".join(os.path.basename(m) for m in missing[:5])
                 more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
                 raise DataError(f"{len(missing)} {a} file(s) have no matching {b} file: {shown}{more}")
-    order = sorted(tables[kinds[0]], key=lambda k: _natural_key(tables[kinds[0]][k]))
-    return [tuple(tables[kind][k] for kind in kinds) for k in order]
+    first = next(iter(tables.values()))
+    return [tuple(t[k] for t in tables.values()) for k in sorted(first, key=lambda k: _natural_key(first[k]))]
+
+
+def _label_and_image_folders(labels: Path, images: Path, what: str) -> dict[str, list[str]]:
+    return {"label": list_images(labels, what=f"{what} labels"),
+            "image": list_images(images, what=f"{what} images")}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading files; colour label maps
+# ----------------------------------------------------------------------------------------------------
+
+# Built-in palettes: the colours the official SPADE code draws each dataset's ids with (its labelcolormap),
+# which the GauGAN demo also used.
+CITYSCAPES_COLOURS = np.array([  # by labelId 0..34, as the Cityscapes label definitions
+    (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (111, 74, 0), (81, 0, 81), (128, 64, 128),
+    (244, 35, 232), (250, 170, 160), (230, 150, 140), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (180, 165, 180), (150, 100, 100), (150, 120, 90), (153, 153, 153), (153, 153, 153), (250, 170, 30),
+    (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142),
+    (0, 0, 70), (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+    (0, 0, 142)], dtype=np.uint8)
+# COCO-Stuff ids the GauGAN palette paints in natural colours: sea, sky-other, tree, clouds, grass.
+COCO_NATURAL_COLOURS = {154: (54, 62, 167), 156: (95, 219, 255), 168: (140, 104, 47), 105: (170, 170, 170),
+                        123: (29, 195, 49)}
+
+
+def _coco_colours() -> np.ndarray:
+    pal = spade_colormap(182)
+    for k, rgb in COCO_NATURAL_COLOURS.items():
+        pal[k] = rgb
+    return pal
+
+
+BUILTIN_PALETTES = {  # name -> colours indexed by the id the dataset's files store
+    "cityscapes": lambda: CITYSCAPES_COLOURS,
+    "ade20k": lambda: spade_colormap(151),  # raw ids: 0 = unknown, 1..150 the classes
+    "coco": _coco_colours,
+    "synthetic": lambda: PALETTE,
+}
+
+
+def _colour_codes(rgb: np.ndarray) -> np.ndarray:
+    """[..., 3] colours -> int64 0xRRGGBB."""
+    rgb = rgb.astype(np.int64)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def load_palette(spec) -> dict[int, int]:
+    """A palette as {0xRRGGBB: id}. spec: a built-in name (BUILTIN_PALETTES), an array of colours indexed by
+    id, or a JSON file holding either a list of [r, g, b] (index = id) or an object {"#rrggbb": id}. Where
+    two ids share a colour (Cityscapes' void classes 0-4, pole/polegroup) the first id wins."""
+    if isinstance(spec, str) and spec in BUILTIN_PALETTES:
+        spec = BUILTIN_PALETTES[spec]()
+    elif isinstance(spec, (str, Path)):
+        try:
+            spec = json.loads(Path(spec).read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(f"palette {spec}: not a built-in name ({', '.join(BUILTIN_PALETTES)}) nor a "
+                            f"readable JSON file ({e})") from e
+    if isinstance(spec, dict):
+        try:
+            return {int(str(c).lstrip("#"), 16): int(i) for c, i in spec.items()}
+        except ValueError as e:
+            raise DataError(f"palette: expected {{\"#rrggbb\": id, ...}} ({e})") from e
+    colours = np.asarray(spec, dtype=np.int64)
+    if colours.ndim != 2 or colours.shape[1] != 3 or (colours < 0).any() or (colours > 255).any():
+        raise DataError("palette: expected a list of [r, g, b] (0..255) per id, or {\"#rrggbb\": id}")
+    lookup: dict[int, int] = {}
+    for i, c in enumerate(_colour_codes(colours).tolist()):
+        lookup.setdefault(c, i)
+    return lookup
+
+
+def decode_colours(rgb: np.ndarray, palette: dict[int, int], path: str) -> np.ndarray:
+    """(H, W, 3) uint8 colours -> int64 (H, W) ids; a colour outside the palette is an error that names the
+    file, the colour and the first pixel that has it."""
+    codes = _colour_codes(rgb)
+    uniq, inverse = np.unique(codes, return_inverse=True)
+    unknown = [c for c in uniq.tolist() if c not in palette]
+    if unknown:
+        c = unknown[0]
+        y, x = (int(v) for v in np.argwhere(codes == c)[0])
+        more = f" (and {len(unknown) - 1} more colours)" if len(unknown) > 1 else ""
+        raise DataError(f"{path}: colour ({c >> 16}, {(c >> 8) & 255}, {c & 255}) at pixel (x={x}, y={y}) is "
+                        f"not in the palette{more}")
+    return np.array([palette[c] for c in uniq.tolist()], dtype=np.int64)[inverse].reshape(codes.shape)
 
 
 def _open(path: str) -> Image.Image:
@@ -639,101 +745,15 @@ def read_label_file(path: str, palette: dict[int, int] | None = None) -> np.ndar
     return np.asarray(im).astype(np.int64)
 
 
-# Colour label maps. A palette maps colours to the ids the dataset's files hold. Built in: the colours the
-# official SPADE code draws each dataset's ids with (its labelcolormap), which the GauGAN demo also used.
-CITYSCAPES_COLOURS = np.array([  # by labelId 0..34, as the Cityscapes label definitions
-    (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (111, 74, 0), (81, 0, 81), (128, 64, 128),
-    (244, 35, 232), (250, 170, 160), (230, 150, 140), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (180, 165, 180), (150, 100, 100), (150, 120, 90), (153, 153, 153), (153, 153, 153), (250, 170, 30),
-    (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142),
-    (0, 0, 70), (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-    (0, 0, 142)], dtype=np.uint8)
-# COCO-Stuff ids the GauGAN palette paints in natural colours: sea, sky-other, tree, clouds, grass.
-COCO_NATURAL_COLOURS = {154: (54, 62, 167), 156: (95, 219, 255), 168: (140, 104, 47), 105: (170, 170, 170),
-                        123: (29, 195, 49)}
-
-
-def spade_colormap(n: int) -> np.ndarray:
-    """The official SPADE code's colours for ids 0..n-1: the bits of id + 1 spread over r, g, b (so id 0
-    gets a colour too), 7 bits per channel. uint8 (n, 3)."""
-    ids = np.arange(n) + 1
-    pal = np.zeros((n, 3), dtype=np.int64)
-    for bit in range(7):
-        for ch in range(3):
-            pal[:, ch] |= ((ids >> (3 * bit + ch)) & 1) << (7 - bit)
-    return pal.astype(np.uint8)
-
-
-def _coco_colours() -> np.ndarray:
-    pal = spade_colormap(182)
-    for k, rgb in COCO_NATURAL_COLOURS.items():
-        pal[k] = rgb
-    return pal
-
-
-BUILTIN_PALETTES = {  # name -> colours indexed by the id the dataset's files store
-    "cityscapes": lambda: CITYSCAPES_COLOURS,
-    "ade20k": lambda: spade_colormap(151),  # raw ids: 0 = unknown, 1..150 the classes
-    "coco": _coco_colours,
-    "synthetic": lambda: PALETTE,
-}
-
-
-def load_palette(spec) -> dict[int, int]:
-    """A palette as {0xRRGGBB: id}. spec: a built-in name (BUILTIN_PALETTES), an array of colours indexed by
-    id, or a JSON file holding either a list of [r, g, b] (index = id) or an object {"#rrggbb": id}. Where
-    two ids share a colour (Cityscapes' void classes 0-4, pole/polegroup) the first id wins."""
-    if isinstance(spec, str) and spec in BUILTIN_PALETTES:
-        spec = BUILTIN_PALETTES[spec]()
-    elif isinstance(spec, (str, Path)):
-        try:
-            spec = json.loads(Path(spec).read_text())
-        except (OSError, ValueError) as e:
-            raise DataError(f"palette {spec}: not a built-in name ({', '.join(BUILTIN_PALETTES)}) nor a "
-                            f"readable JSON file ({e})") from e
-    if isinstance(spec, dict):
-        try:
-            return {int(str(c).lstrip("#"), 16): int(i) for c, i in spec.items()}
-        except ValueError as e:
-            raise DataError(f"palette: expected {{\"#rrggbb\": id, ...}} ({e})") from e
-    colours = np.asarray(spec, dtype=np.int64)
-    if colours.ndim != 2 or colours.shape[1] != 3 or (colours < 0).any() or (colours > 255).any():
-        raise DataError("palette: expected a list of [r, g, b] (0..255) per id, or {\"#rrggbb\": id}")
-    codes = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
-    lookup: dict[int, int] = {}
-    for i, c in enumerate(codes.tolist()):
-        lookup.setdefault(c, i)
-    return lookup
-
-
-def decode_colours(rgb: np.ndarray, palette: dict[int, int], path: str) -> np.ndarray:
-    """(H, W, 3) uint8 colours -> int64 (H, W) ids; a colour outside the palette is an error that names the
-    file, the colour and the first pixel that has it."""
-    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-    uniq, inverse = np.unique(codes, return_inverse=True)
-    unknown = [c for c in uniq.tolist() if c not in palette]
-    if unknown:
-        c = unknown[0]
-        y, x = (int(v) for v in np.argwhere(codes == c)[0])
-        more = f" (and {len(unknown) - 1} more colours)" if len(unknown) > 1 else ""
-        raise DataError(f"{path}: colour ({c >> 16}, {(c >> 8) & 255}, {c & 255}) at pixel (x={x}, y={y}) is "
-                        f"not in the palette{more}")
-    return np.array([palette[c] for c in uniq.tolist()], dtype=np.int64)[inverse].reshape(codes.shape)
-
-
 def read_image_file(path: str) -> torch.Tensor:
     """Photo -> float [3, H, W] in [-1, 1] (grey / palette / RGBA converted to RGB as the official loader)."""
     im = _open(path).convert("RGB")
     return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 127.5 - 1
 
 
-def check_raw_ids(raw: np.ndarray, bad: np.ndarray, path: str, valid: str) -> None:
-    """DataError naming the file, the bad ids and where the first one is, if any pixel of `bad` is set."""
-    if bad.any():
-        y, x = (int(v) for v in np.argwhere(bad)[0])
-        values = np.unique(raw[bad])[:10].tolist()
-        raise DataError(f"{path}: label ids {values} are not classes of this dataset (valid: {valid}); "
-                        f"first at pixel (x={x}, y={y})")
+# ----------------------------------------------------------------------------------------------------
+# Real datasets: one loader, one small class per official layout
+# ----------------------------------------------------------------------------------------------------
 
 
 class PairedFolderDataset(Dataset):
@@ -751,8 +771,7 @@ class PairedFolderDataset(Dataset):
         self.train = split == "train"
         self.use_instance = use_instance and info.has_instance
         self.mode = preprocess_mode or info.preprocess_mode
-        if self.mode not in PREPROCESS_MODES:
-            raise ValueError(f"unknown preprocess mode {self.mode!r}; choose from {PREPROCESS_MODES}")
+        _check_mode(self.mode)
         size = info.crop_size if size is None else size
         if isinstance(size, int):
             # 'fixed' keeps the dataset's aspect ratio (Cityscapes 512 -> 256x512); crops are square
@@ -771,26 +790,12 @@ class PairedFolderDataset(Dataset):
     def map_label(self, raw: np.ndarray, path: str) -> np.ndarray:
         """Raw file ids -> training ids; an on-disk 255 is don't-care (official: 255 -> label_nc). Any other
         id outside 0..label_nc-1 is an error, even one equal to the internal don't-care id (COCO-Stuff's
-        182)."""
-        bad = (raw < 0) | (raw >= self.info.label_nc)
-        if self.info.contain_dontcare:
-            bad &= raw != 255
-        check_raw_ids(raw, bad, path, f"0..{self.info.label_nc - 1}"
-                      + (", 255 = don't-care" if self.info.contain_dontcare else ""))
-        label = raw.copy()
-        if self.info.contain_dontcare:
-            label[raw == 255] = self.info.dontcare_label
-        return label
-
-    def check_label(self, label: np.ndarray, path: str) -> None:
-        bad = (label < 0) | (label >= self.info.label_nc)
-        if self.info.contain_dontcare:
-            bad &= label != self.info.dontcare_label
-        if bad.any():
-            values = np.unique(label[bad])[:10].tolist()
-            raise DataError(f"{path}: label values {values} are not valid class ids for '{self.info.name}' "
-                            f"(label_nc={self.info.label_nc}, don't-care: "
-                            f"{'255' if self.info.contain_dontcare else 'none'})")
+        182). Uses only self.info (evaluate.py calls it on a stand-in)."""
+        info = self.info
+        dontcare = 255 if info.contain_dontcare else None
+        check_raw_ids(raw, invalid_ids(raw, info.label_nc, dontcare), path,
+                      f"0..{info.label_nc - 1}" + (", 255 = don't-care" if dontcare else ""))
+        return raw.copy() if dontcare is None else np.where(raw == 255, info.dontcare_label, raw)
 
     def verify(self, max_errors: int = 10) -> None:
         """Read every sample once (files are otherwise read only when used) and raise one DataError listing
@@ -808,9 +813,7 @@ class PairedFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         label_path, image_path, *rest = self.pairs[index]
-        raw = read_label_file(label_path, self.palette)
-        label = self.map_label(raw, label_path)
-        self.check_label(label, label_path)
+        label = self.map_label(read_label_file(label_path, self.palette), label_path)
         image = read_image_file(image_path)
         if tuple(image.shape[1:]) != label.shape:
             raise DataError(f"{image_path}: photo is {tuple(image.shape[1:])} but its label {label_path} is "
@@ -820,10 +823,9 @@ class PairedFolderDataset(Dataset):
         sample = dict(label=apply_geometry(torch.from_numpy(label)[None], geo, True)[0],
                       image=apply_geometry(image, geo, False).clamp(-1, 1), path=image_path)
         if self.use_instance:
-            inst_path = rest[0]
-            inst = read_label_file(inst_path)
+            inst = read_label_file(rest[0])
             if inst.shape != label.shape:
-                raise DataError(f"{inst_path}: instance map is {inst.shape} but its label is {label.shape}")
+                raise DataError(f"{rest[0]}: instance map is {inst.shape} but its label is {label.shape}")
             sample["instance"] = apply_geometry(torch.from_numpy(inst)[None], geo, True)[0]
         return sample
 
@@ -862,12 +864,12 @@ class ADE20KDataset(PairedFolderDataset):
     annotations/.../*.png, 150 classes. Raw id 0 ('unknown') is a real don't-care: the official postprocess
     meant label - 1 with -1 -> label_nc but never wrote the result back (so official models trained with 151
     one-hot channels indexed by the raw ids). We apply the intended mapping: raw k -> k - 1, raw 0 -> 150
-    (don't-care)."""
+    (don't-care); official_ids=True keeps the raw ids, as the released code effectively did (for its
+    checkpoints)."""
 
     INFO = DatasetInfo(name="ade20k", label_nc=150, contain_dontcare=True, dontcare_label=150)
 
     def __init__(self, root, split="train", official_ids: bool = False, **kw):
-        # official_ids=True keeps raw ids, as the released code effectively did (for its checkpoints)
         self.official_ids = official_ids
         tag = f"_{_phase(split)}_"
         files = [p for p in list_images(root, recursive=True, what="ADE20K") if tag in os.path.basename(p)]
@@ -876,17 +878,15 @@ class ADE20KDataset(PairedFolderDataset):
         for kind, paths in named.items():
             if not paths:
                 raise DataError(f"no ADE20K {kind} files containing '{tag}' under {root}")
-        super().__init__(_pair(named, _stem), self.INFO, split, **kw)
+        super().__init__(_pair(named), self.INFO, split, **kw)
 
     def map_label(self, raw, path):
         # on disk only 0 ('unknown') and the classes 1..150 exist; 151 would silently become don't-care below
-        check_raw_ids(raw, (raw < 0) | (raw > self.info.label_nc), path,
-                      f"1..{self.info.label_nc}, 0 = unknown")
+        nc = self.info.label_nc
+        check_raw_ids(raw, invalid_ids(raw, nc + 1), path, f"1..{nc}, 0 = unknown")
         if self.official_ids:
             return raw.copy()
-        label = raw - 1
-        label[raw == 0] = self.info.dontcare_label
-        return label
+        return np.where(raw == 0, self.info.dontcare_label, raw - 1)
 
 
 class CocoStuffDataset(PairedFolderDataset):
@@ -906,7 +906,7 @@ class CocoStuffDataset(PairedFolderDataset):
             portrait = Path(root) / f"{phase}_{suffix}_portrait"
             if portraits and split == "train" and portrait.is_dir():
                 named[kind] += list_images(portrait, what=f"COCO-Stuff {kind} portrait")
-        super().__init__(_pair(named, _stem), self.INFO, split, use_instance=use_instance, **kw)
+        super().__init__(_pair(named), self.INFO, split, use_instance=use_instance, **kw)
 
 
 class CelebAMaskHQDataset(PairedFolderDataset):
@@ -921,10 +921,10 @@ class CelebAMaskHQDataset(PairedFolderDataset):
                      "r_ear", "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth"))
 
     def __init__(self, root, split="train", **kw):
-        sub = "train" if split == "train" else ("test" if (Path(root) / "test").is_dir() else "val")
-        named = {"label": list_images(Path(root) / sub / "labels", what="CelebAMask-HQ labels"),
-                 "image": list_images(Path(root) / sub / "images", what="CelebAMask-HQ images")}
-        super().__init__(_pair(named, _stem), self.INFO, split, **kw)
+        root = Path(root)
+        sub = root / ("train" if split == "train" else ("test" if (root / "test").is_dir() else "val"))
+        named = _label_and_image_folders(sub / "labels", sub / "images", "CelebAMask-HQ")
+        super().__init__(_pair(named), self.INFO, split, **kw)
 
 
 class FacadesDataset(PairedFolderDataset):
@@ -934,9 +934,9 @@ class FacadesDataset(PairedFolderDataset):
 
     def __init__(self, root, split="train", **kw):
         phase = _phase(split)
-        named = {"label": list_images(Path(root) / f"{phase}_label", what="Facades labels"),
-                 "image": list_images(Path(root) / f"{phase}_img", what="Facades images")}
-        super().__init__(_pair(named, _stem), self.INFO, split, **kw)
+        named = _label_and_image_folders(Path(root) / f"{phase}_label", Path(root) / f"{phase}_img",
+                                         "Facades")
+        super().__init__(_pair(named), self.INFO, split, **kw)
 
 
 class CustomFolderDataset(PairedFolderDataset):
@@ -968,11 +968,10 @@ class CustomFolderDataset(PairedFolderDataset):
                            class_names=tuple(class_names or meta.get("class_names", ())),
                            crop_size=crop, load_size=round(crop * 286 / 256),
                            aspect_ratio=float(meta.get("aspect_ratio", 1.0)))
-        named = {"label": list_images(root / "labels", what="custom labels"),
-                 "image": list_images(root / "images", what="custom images")}
+        named = _label_and_image_folders(root / "labels", root / "images", "custom")
         if has_inst and use_instance:
             named["instance"] = list_images(root / "instances", what="custom instances")
-        super().__init__(_pair(named, _stem), info, split, use_instance=use_instance, **kw)
+        super().__init__(_pair(named), info, split, use_instance=use_instance, **kw)
 
 
 DATASETS = {
@@ -1000,7 +999,7 @@ def build_dataset(name: str, root: str | None = None, split: str = "train",
 
 
 # ----------------------------------------------------------------------------------------------------
-# Export and preview
+# Export, preview, statistics
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -1019,8 +1018,7 @@ def export_folder(dataset: Dataset, out_dir: str | Path, n: int, start: int = 0)
     for i in range(start, start + n):
         s = dataset[i]
         name = f"{i:06d}.png"
-        img = ((s["image"].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-        Image.fromarray(img).save(out / "images" / name)
+        Image.fromarray(to_uint8(s["image"]).permute(1, 2, 0).numpy()).save(out / "images" / name)
         label = s["label"].clone()
         if info.contain_dontcare:
             label[label == info.dontcare_label] = 255
@@ -1041,15 +1039,11 @@ def export_folder(dataset: Dataset, out_dir: str | Path, n: int, start: int = 0)
 
 def preview(dataset: Dataset, path: str | Path, n: int = 16, nrow: int = 8) -> Path:
     """Save a grid: each row of photos followed by the same samples' colourised labels."""
-    from torchvision.utils import make_grid, save_image
-
     samples = [dataset[i] for i in range(n)]
-    images = torch.stack([(s["image"] + 1) / 2 for s in samples])
-    pal = PALETTE if dataset.info.name == "synthetic" else None
+    images = torch.stack([to_uint8(s["image"]).float() / 255 for s in samples])
+    pal = dataset_palette(dataset.info.name)
     labels = torch.stack([colorize(s["label"], pal).float() / 255 for s in samples])
-    rows = []
-    for i in range(0, n, nrow):
-        rows += [images[i:i + nrow], labels[i:i + nrow]]
+    rows = [part[i:i + nrow] for i in range(0, n, nrow) for part in (images, labels)]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(make_grid(torch.cat(rows), nrow=nrow, padding=2), path)
@@ -1079,6 +1073,17 @@ def class_frequencies(dataset: Dataset, n: int = 200) -> np.ndarray:
     return counts[: dataset.info.label_nc] / counts.sum()
 
 
+def _bench(ds: SyntheticLandscapes, seconds: float = 3.0) -> None:
+    ds[0]  # warm-up: interpolation matrices are cached
+    t0, c0, count = time.perf_counter(), time.process_time(), 0
+    while time.perf_counter() - t0 < seconds:
+        ds[count]
+        count += 1
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"{count / wall:.0f} samples/s wall, {count / cpu:.0f} samples/s per CPU-second, at "
+          f"{ds.size[0]}x{ds.size[1]} (torch threads {torch.get_num_threads()})")
+
+
 def _main():
     ap = argparse.ArgumentParser(description="Synthetic landscapes: preview, class frequencies, export")
     ap.add_argument("--out", default="assets/synthetic_preview.png", help="preview image path")
@@ -1092,22 +1097,14 @@ def _main():
     size = args.size[0] if len(args.size) == 1 else tuple(args.size[:2])
     ds = SyntheticLandscapes(args.split, size=size, seed=args.seed, length=max(args.n, 10000))
     if args.bench:
-        ds[0]
-        t0, c0, count = time.perf_counter(), time.process_time(), 0
-        while time.perf_counter() - t0 < 3.0:
-            ds[count]
-            count += 1
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        print(f"{count / wall:.0f} samples/s wall, {count / cpu:.0f} samples/s per CPU-second, at "
-              f"{ds.size[0]}x{ds.size[1]} (torch threads {torch.get_num_threads()})")
-        return
-    if args.export:
+        _bench(ds)
+    elif args.export:
         print("exported to", export_folder(ds, args.export, args.n))
-        return
-    print("preview saved to", preview(ds, args.out))
-    freq = class_frequencies(ds, n=args.n)
-    for name, f in sorted(zip(CLASS_NAMES, freq, strict=True), key=lambda t: -t[1]):
-        print(f"  {name:9s} {100 * f:5.1f}%")
+    else:
+        print("preview saved to", preview(ds, args.out))
+        freq = class_frequencies(ds, n=args.n)
+        for name, f in sorted(zip(CLASS_NAMES, freq, strict=True), key=lambda t: -t[1]):
+            print(f"  {name:9s} {100 * f:5.1f}%")
 
 
 if __name__ == "__main__":

@@ -3,19 +3,16 @@ fake folder trees built in tmp_path."""
 
 import json
 import os
-import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import ndimage
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import data  # noqa: E402
-from data import DataError, DatasetInfo, build_dataset, make_segmap  # noqa: E402
-
-torch.manual_seed(0)
-
+import data
+from data import DataError, DatasetInfo, build_dataset, make_segmap
 
 # ----------------------------------------------------------------------------------------------------
 # helpers for fake trees
@@ -179,16 +176,6 @@ def test_synthetic_textures_present_but_colour_dominates():
 # ----------------------------------------------------------------------------------------------------
 
 
-def reference_edges(t):
-    """Transcription of the official get_edges semantics on [B, 1, H, W]."""
-    edge = torch.zeros_like(t, dtype=torch.bool)
-    edge[:, :, :, 1:] |= t[:, :, :, 1:] != t[:, :, :, :-1]
-    edge[:, :, :, :-1] |= t[:, :, :, 1:] != t[:, :, :, :-1]
-    edge[:, :, 1:, :] |= t[:, :, 1:, :] != t[:, :, :-1, :]
-    edge[:, :, :-1, :] |= t[:, :, 1:, :] != t[:, :, :-1, :]
-    return edge.float()
-
-
 def test_make_segmap_onehot_dontcare_and_edges():
     info = DatasetInfo(name="t", label_nc=4, contain_dontcare=True, dontcare_label=4, has_instance=True)
     label = torch.tensor([[[0, 1, 2, 3], [4, 255, 0, 0]]])
@@ -197,16 +184,32 @@ def test_make_segmap_onehot_dontcare_and_edges():
     assert seg.shape == (1, info.semantic_nc(), 2, 4) == (1, 6, 2, 4)
     assert torch.equal(seg[0, :5].argmax(0), torch.tensor([[0, 1, 2, 3], [4, 4, 0, 0]]))
     assert torch.equal(seg[:, :5].sum(1), torch.ones(1, 2, 4))
-    assert torch.equal(seg[:, 5:], reference_edges(inst[:, None]))
     assert torch.equal(seg[0, 5], torch.tensor([[0., 1, 1, 0], [0, 0, 1, 1]]))
     # [B, 1, H, W] input and no instance -> no edge channel
     assert make_segmap(label[:, None], info).shape == (1, 5, 2, 4)
 
 
-def test_instance_edges_match_official_on_random_maps():
+def test_instance_edges_hand_cases():
+    one = torch.zeros(4, 5, dtype=torch.long)
+    one[1, 2] = 7  # a lone pixel: it and its 4 neighbours are edges, diagonal neighbours are not
+    assert torch.equal(data.instance_edges(one), torch.tensor([[0., 0, 1, 0, 0],
+                                                               [0, 1, 1, 1, 0],
+                                                               [0, 0, 1, 0, 0],
+                                                               [0, 0, 0, 0, 0]]))
+    assert data.instance_edges(torch.full((3, 3), 4)).sum() == 0  # one instance: no edges
+    halves = torch.tensor([[1, 1, 2], [1, 1, 2]])  # a vertical border marks the pixels on both sides
+    assert torch.equal(data.instance_edges(halves), torch.tensor([[0., 1, 1], [0, 1, 1]]))
+
+
+def test_instance_edges_match_a_morphological_formulation():
+    """A pixel is on an edge iff the max and min of its 4-neighbourhood (borders repeated) differ."""
     g = torch.Generator().manual_seed(0)
     inst = torch.randint(0, 3, (2, 1, 9, 11), generator=g)
-    assert torch.equal(data.instance_edges(inst), reference_edges(inst))
+    cross = ndimage.generate_binary_structure(2, 1)
+    expect = np.stack([[ndimage.maximum_filter(m, footprint=cross, mode="nearest")
+                        != ndimage.minimum_filter(m, footprint=cross, mode="nearest") for m in b]
+                       for b in inst.numpy()])
+    assert torch.equal(data.instance_edges(inst), torch.from_numpy(expect).float())
 
 
 def test_make_segmap_rejects_invalid_values():
@@ -342,6 +345,17 @@ def test_out_of_range_raw_ids_are_errors_not_dontcare(tmp_path):
     write_label(f"{coco}/val_inst/0.png", blocks(32, 32, [1, 2, 2, 3]))
     with pytest.raises(DataError, match=r"0\.png: label ids \[182, 254\]"):
         build_dataset("coco", coco, split="val", **no_aug())[0]
+
+
+def test_map_label_uses_only_info():
+    """evaluate.read_label_map calls map_label on a stand-in that holds only info (and official_ids)."""
+    coco = SimpleNamespace(info=data.CocoStuffDataset.INFO)
+    label = data.CocoStuffDataset.map_label(coco, np.array([[0, 181, 255]]), "x.png")
+    assert label.tolist() == [[0, 181, 182]]
+    ade = SimpleNamespace(info=data.ADE20KDataset.INFO, official_ids=False)
+    assert data.ADE20KDataset.map_label(ade, np.array([[0, 1, 150]]), "x.png").tolist() == [[150, 0, 149]]
+    with pytest.raises(DataError, match=r"x\.png: label ids \[-1\].*x=1, y=0"):
+        data.CocoStuffDataset.map_label(coco, np.array([[0, -1]]), "x.png")
 
 
 def make_coco(root, phase="train"):

@@ -1,50 +1,40 @@
-"""Benchmarks, nanoGPT-style: `python bench.py` runs every section, `python bench.py --section steps` one,
-`--markdown perf.md` also writes the tables as Markdown (for the README's performance section).
+"""Benchmarks, nanoGPT-style: `python bench.py` runs every section, `--section NAME` one, `--markdown FILE`
+also writes the tables as Markdown. On a shared CPU use `--threads 1 --timer cpu` (process CPU time).
 
-Section "layers": forward + backward time of one SPADE, CLADE and SEAN layer (B=4, C=64, K=19, 128x128 by
-default, CPU), and SEAN's folded form against the per-sample, per-class loop oracle (tests/sean_oracle.py),
-in the same run. Targets: SEAN >= 20x faster than the loop, SEAN within 2x of SPADE.
+layers: forward + backward of one SPADE, CLADE and SEAN layer (B=4, C=64, K=19, 128x128, style_dim 512 by
+default), and of norm.sean_paper_form (SEAN as the paper draws it: one FC per class, then the style map; the
+reference for the folded SEAN.forward, checked equal first). Paper form / folded measured 10.9x at the
+defaults (`--threads 1 --timer cpu`: 7.7 s against 0.70 s). Target: SEAN within 2x of SPADE.
 
-Sections "steps" (train.py's quick preset) and "paper" (paper width: ngf 64, ndf 64, 256², batch 1,
-style_dim 512, VGG loss on, the synthetic set's 10 classes): the whole training step of every model, built
-and run by train.py's own pieces (parse_args with the preset, build_networks, generate, discriminator_terms,
-generator_terms, Adam as train() sets it up), on one fixed batch of the synthetic landscapes:
-  G step = generator forward (+ VAE encoder) + D pass on [fake, real] + losses + backward + Adam step,
-  D step = D pass on [fake.detach(), real] + loss + backward + Adam step,
-images/s = batch / (G step + D step), GFLOP/step counted by torch.utils.flop_counter.FlopCounterMode
-(convolutions and matrix products, forward and backward; elementwise ops are not counted) and the achieved
-FLOP/s as a fraction of the float32 matmul peak measured at the start of the same run. Each model runs in a
-fresh process, so its peak memory is its own, counted from just before its first step (activations,
-gradients, Adam states, workspace; not the weights): on CPU the peak RSS (Linux VmHWM, reset then) minus the
-RSS then, on CUDA torch.cuda.max_memory_allocated minus the memory allocated then.
+steps (train.py's quick preset), paper (landscapes preset at batch 1: ngf 64, ndf 64, 256², style_dim 512,
+VGG loss): the training step of every model, made of train.py's pieces (parse_args, generate,
+discriminator_terms, generator_terms, Adam as train() sets it up) and models.build, on one fixed batch of the
+synthetic landscapes. G step = G forward (+ VAE encoder) + D pass on [fake, real] + losses + backward + Adam;
+D step = D pass on [fake.detach(), real] + loss + backward + Adam. GFLOP: convolutions and matrix products,
+forward and backward (torch.utils.flop_counter), also as a fraction of a float32 matmul peak measured in the
+same run. Each model runs in a fresh process: peak memory from just before its first step (CPU: peak RSS,
+VmHWM reset then, minus the RSS then; CUDA: max_memory_allocated minus the allocation then).
 
-Section "sean_vs_spade": the generator step of SEAN against SPADE's in one process, interleaved rounds, at
-ngf 16, 64², batch 4, 19 classes (blocky random masks), SEAN at style_dim 64 (the quick preset's) and 512
-(the papers'). Target: SEAN within 1.5x of SPADE.
-
-On a shared CPU use `--threads 1 --timer cpu` (process CPU time on one core: far less sensitive to other
-jobs than wall time). New sections add a function `bench_<name>(cfg) -> dict` and an entry in SECTIONS.
+sean_vs_spade: the G step of SEAN (style_dim 64 and 512) against SPADE's, interleaved, at ngf 16, 64²,
+batch 4, 19 classes of blocky random masks. Target: SEAN within 1.5x of SPADE.
 """
 
 import argparse
 import contextlib
+import functools
 import multiprocessing
 import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests"))
-
-from sean_oracle import sean_loop_forward  # noqa: E402
-
-import models  # noqa: E402
-import train  # noqa: E402
-from norm import CLADE, SEAN, SPADE  # noqa: E402
+import models
+import train
+from norm import CLADE, SEAN, SPADE, sean_paper_form
 
 
 @dataclass
@@ -52,7 +42,7 @@ class BenchConfig:
     """Sizes and timing settings shared by the sections."""
 
     batch: int = 4
-    """B, images per batch"""
+    """B, images per batch (layers section)"""
     channels: int = 64
     """C, channels of the normalized activation (norm_nc)"""
     label_nc: int = 19
@@ -64,15 +54,15 @@ class BenchConfig:
     threads: int = 0
     """torch CPU threads; 0 keeps torch's default"""
     timer: str = "wall"
-    """"wall" (perf_counter) or "cpu" (process CPU time: steadier on a shared machine; use threads=1)"""
+    """wall (perf_counter) or cpu (process CPU time: steadier on a shared machine; use --threads 1)"""
     warmup: int = 2
     """untimed runs before timing (allocator, oneDNN kernel selection)"""
     repeats: int = 7
-    """timed runs; the median is reported"""
-    oracle_repeats: int = 2
-    """timed runs of the slow loop oracle"""
+    """timed runs of each layer; the median is reported"""
+    paper_form_repeats: int = 2
+    """timed runs of the (slow) SEAN paper form"""
     device: str = "cpu"
-    """where to run ("cpu" or "cuda")"""
+    """where to run (cpu or cuda)"""
     step_repeats: int = 5
     """timed training steps per model at the quick preset and in sean_vs_spade"""
     paper_warmup: int = 1
@@ -86,6 +76,7 @@ class BenchConfig:
 
 
 TABLES: list[str] = []  # Markdown of every table printed in this run (for --markdown)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def sync(device: str) -> None:
@@ -93,238 +84,29 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_times(fns: dict, warmup: int, repeats: dict, device: str = "cpu", timer: str = "wall") -> dict:
-    """Median time in seconds of each fn() after `warmup` untimed calls each. The functions are run in
-    interleaved rounds, so a burst of load from elsewhere hits all of them alike and the ratios stay fair.
-    repeats: name -> number of timed calls (slow ones can have fewer)."""
-    clock = {"wall": time.perf_counter, "cpu": time.process_time}[timer]
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    sync(device)
-    times = {name: [] for name in fns}
-    for r in range(max(repeats.values())):
-        for name, fn in fns.items():
-            if r < repeats[name]:
-                t0 = clock()
-                fn()
-                sync(device)
-                times[name].append(clock() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
-def blob_segmap(batch: int, label_nc: int, size: int, seed: int = 0, cells: int = 8) -> torch.Tensor:
-    """One-hot (B, K, size, size) map of blocky regions (labels on a cells x cells grid, upsampled nearest):
-    most classes are present, a few are absent, like a face parsing map."""
-    g = torch.Generator().manual_seed(seed)
-    label = torch.randint(label_nc, (batch, 1, cells, cells), generator=g).float()
-    label = F.interpolate(label, size=(size, size), mode="nearest")[:, 0].long()
-    return F.one_hot(label, label_nc).permute(0, 3, 1, 2).float()
-
-
-def fwd_bwd(layer, x, *inputs):
-    """One forward + backward, the unit a training step pays per layer."""
-
-    def step():
-        layer.zero_grad(set_to_none=True)
-        x.grad = None
-        out = layer(x, *inputs)
-        out.square().mean().backward()
-
-    return step
-
-
-def bench_layers(cfg: BenchConfig) -> dict:
-    torch.manual_seed(0)
-    B, C, K, S, H, dev = cfg.batch, cfg.channels, cfg.label_nc, cfg.style_dim, cfg.size, cfg.device
-    x = torch.randn(B, C, H, H, device=dev, requires_grad=True)
-    segmap = blob_segmap(B, K, H).to(dev)
-    style_codes = torch.randn(B, K, S, device=dev, requires_grad=True)
-    spade = SPADE(C, K).to(dev)
-    clade = CLADE(C, K).to(dev)
-    sean = SEAN(C, K, style_dim=S).to(dev)
-    noise = torch.randn(B, 1, H, H, device=dev)
-
-    def sean_step():
-        sean.zero_grad(set_to_none=True)
-        x.grad = style_codes.grad = None
-        sean(x, segmap, style_codes, noise=noise).square().mean().backward()
-
-    def oracle_step():
-        sean.zero_grad(set_to_none=True)
-        x.grad = style_codes.grad = None
-        sean_loop_forward(sean, x, segmap, style_codes, noise=noise).square().mean().backward()
-
-    fns = {"SPADE": fwd_bwd(spade, x, segmap), "CLADE": fwd_bwd(clade, x, segmap), "SEAN": sean_step,
-           "SEAN loop oracle": oracle_step}
-    repeats = {name: cfg.repeats for name in fns} | {"SEAN loop oracle": cfg.oracle_repeats}
-    t = median_times(fns, cfg.warmup, repeats, dev, cfg.timer)
-
-    present = int((segmap.sum(dim=(2, 3)) > 0).sum())
-    print(f"layers: forward+backward, B={B} C={C} K={K} {H}x{H} style_dim={S} on {dev}, "
-          f"{torch.get_num_threads()} threads, {cfg.timer} time, median; "
-          f"{present}/{B * K} (sample, class) regions present")
-    for name, sec in t.items():
-        print(f"  {name:<18} {sec * 1e3:9.1f} ms")
-    print(f"  SEAN loop / SEAN   {t['SEAN loop oracle'] / t['SEAN']:9.1f} x   (target >= 20)")
-    print(f"  SEAN / SPADE       {t['SEAN'] / t['SPADE']:9.2f} x   (target <= 2)")
-    print(f"  SPADE / CLADE      {t['SPADE'] / t['CLADE']:9.1f} x")
-    TABLES.append(f"**layers: forward+backward, B={B} C={C} K={K} {H}x{H} style_dim={S} on {dev}, "
-                  f"{torch.get_num_threads()} threads, {cfg.timer} time, median**\n\n"
-                  "| layer | ms |\n|---|---:|\n"
-                  + "".join(f"| {name} | {sec * 1e3:.1f} |\n" for name, sec in t.items())
-                  + f"\nSEAN loop / SEAN {t['SEAN loop oracle'] / t['SEAN']:.1f}x (target >= 20), "
-                    f"SEAN / SPADE {t['SEAN'] / t['SPADE']:.2f}x (target <= 2)")
-    return t
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Whole training steps, run by train.py's own pieces
-# ------------------------------------------------------------------------------------------------------------
-
-# train.py flags of each benchmarked model
-MODEL_FLAGS = {"spade": ["--model", "spade"], "spade+vae": ["--model", "spade", "--vae"],
-               "sean": ["--model", "sean"], "concat": ["--model", "concat"],
-               "pix2pixhd": ["--model", "pix2pixhd"], "clade": ["--model", "clade"]}
-# the paper-width configuration: the "landscapes" preset (paper settings on the synthetic set: ngf 64, ndf 64,
-# 256², style_dim 512, lambda_vgg 10) at batch 1; one process, so syncbatch is plain batch norm
-PAPER_FLAGS = ["--preset", "landscapes", "--batch-size", "1", "--param-free", "batch"]
-
-
-def synthetic_batch(args: train.Args) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first batch of the synthetic landscapes at args' size: (segmap, real), as train.py builds them."""
-    import data
-    dataset = train.build_dataset(args)
-    samples = [dataset[i] for i in range(args.batch_size)]
-    label = torch.stack([s["label"] for s in samples])
-    real = torch.stack([s["image"] for s in samples])
-    instance = None
-    if dataset.info.has_instance and args.use_instance:
-        instance = torch.stack([s["instance"] for s in samples])
-    return data.make_segmap(label, dataset.info, instance), real
-
-
-class TrainStep:
-    """One model set up as train.train() does (networks, Adam with TTUR, bf16 autocast if asked) on a fixed
-    batch. Calling it runs one training step and returns the seconds of its G and D parts (see the module
-    docstring); `counters` (optional) maps "G fwd", "D", "G" to FlopCounterModes to count each part."""
-
-    def __init__(self, args: train.Args, segmap: torch.Tensor, real: torch.Tensor, device: str = "cpu",
-                 clock=time.perf_counter):
-        import losses
-        self.args, self.device, self.clock = args, device, clock
-        self.segmap, self.real = segmap.to(device), real.to(device)
-        torch.manual_seed(args.seed)
-        G, D, E = train.build_networks(args, segmap.shape[1])
-        self.G, self.D = G.to(device).train(), D.to(device).train()
-        self.E = E.to(device).train() if E is not None else None
-        g_params = list(self.G.parameters()) + (list(self.E.parameters()) if self.E is not None else [])
-        self.opt_G = torch.optim.Adam(g_params, lr=args.lr_G, betas=(args.beta1, args.beta2))
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=args.lr_D, betas=(args.beta1, args.beta2))
-        # VGG19 costs the same with random weights; the ImageNet file is not needed to time it
-        self.vgg = losses.VGGLoss(weights=None).to(device) if args.lambda_vgg else None
-        self.autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=args.bf16)
-
-    def __call__(self, counters: dict | None = None) -> dict:
-        def count(part):
-            return counters[part] if counters else contextlib.nullcontext()
-
-        a, segmap, real, clock = self.args, self.segmap, self.real, self.clock
+def timed(fn, clock, device: str):
+    """fn wrapped to return its own duration (device work included)."""
+    def run():
         t0 = clock()
-        with count("G fwd"), self.autocast:
-            fake, mu, logvar = train.generate(self.G, self.E, segmap, real, a.model)
-        sync(self.device)
-        t1 = clock()
-        with count("D"):
-            with self.autocast:
-                d_terms = train.discriminator_terms(self.D, segmap, fake, real, a)
-            self.opt_D.zero_grad(set_to_none=True)
-            d_terms["total"].backward()
-            self.opt_D.step()
-        sync(self.device)
-        t2 = clock()
-        with count("G"):
-            with self.autocast:
-                g_terms = train.generator_terms(self.D, segmap, fake, real, a, self.vgg, mu, logvar)
-            self.opt_G.zero_grad(set_to_none=True)
-            g_terms["total"].backward()
-            self.opt_G.step()
-        sync(self.device)
-        t3 = clock()
-        return {"G": (t1 - t0) + (t3 - t2), "D": t2 - t1}
+        fn()
+        sync(device)
+        return clock() - t0
+    return run
 
 
-def status_kib(field: str) -> int:
-    """A memory field (VmRSS, VmHWM) of /proc/self/status, in KiB (Linux)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
-def peak_memory_mark(device: str) -> float:
-    """Start a peak-memory window; returns bytes in use now. CUDA: the allocator's peak is reset. CPU (Linux):
-    the kernel's high-water mark of this process's RSS is reset (writing 5 to /proc/self/clear_refs), since
-    building the networks and the batch may have left a higher peak than the training step reaches."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return status_kib("VmRSS") * 1024
-
-
-def peak_memory_since(mark: float, device: str) -> float:
-    """Peak bytes in use since peak_memory_mark, minus those in use at the mark."""
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() - mark
-    # the kernel syncs per-thread RSS counters lazily: VmHWM can read a few pages below the mark's VmRSS
-    return max(0.0, status_kib("VmHWM") * 1024 - mark)
-
-
-def run_step_config(spec: dict) -> dict:
-    """Build one model from train.py flags and time its training step. Runs in a fresh process (bench_steps),
-    so that the peak memory is this model's alone. spec: flags, device, threads, timer, warmup, repeats."""
-    from torch.utils.flop_counter import FlopCounterMode
-    if spec["threads"] > 0:
-        torch.set_num_threads(spec["threads"])
-    args = train.parse_args(spec["flags"] + ["--synthetic-length", "64"])
-    segmap, real = synthetic_batch(args)
-    clock = {"wall": time.perf_counter, "cpu": time.process_time}[spec["timer"]]
-    step = TrainStep(args, segmap, real, spec["device"], clock)
-    mark = peak_memory_mark(spec["device"])
-    counters = {part: FlopCounterMode(display=False) for part in ("G fwd", "D", "G")}
-    step(counters)  # the first step: counted, not timed (it also allocates Adam's states)
-    flops = {part: c.get_total_flops() for part, c in counters.items()}
-    for _ in range(spec["warmup"] - 1):
-        step()
-    times = [step() for _ in range(spec["repeats"])]
-    return {"G": statistics.median(t["G"] for t in times), "D": statistics.median(t["D"] for t in times),
-            "step": statistics.median(t["G"] + t["D"] for t in times), "batch": args.batch_size,
-            "flops_G": flops["G fwd"] + flops["G"], "flops_D": flops["D"],
-            "memory": peak_memory_since(mark, spec["device"]), "semantic_nc": segmap.shape[1],
-            "G_params": models.count_parameters(step.G)}
-
-
-_PEAK: dict = {}
-
-
-def matmul_peak(cfg: BenchConfig, n: int = 0) -> float:
-    """FLOP/s of a large float32 n x n matmul (n^3 multiply-adds = 2 n^3 FLOP), median; measured once per
-    run. n: 8192 on CUDA, 2048 on CPU unless given."""
-    n = n or (8192 if cfg.device.startswith("cuda") else 2048)
-    key = (cfg.device, torch.get_num_threads(), cfg.timer, n)
-    if key not in _PEAK:
-        a, b = torch.randn(n, n, device=cfg.device), torch.randn(n, n, device=cfg.device)
-        reps = 10 if cfg.device.startswith("cuda") else 3
-        t = median_times({"mm": lambda: a @ b}, 2, {"mm": reps}, cfg.device, cfg.timer)["mm"]
-        _PEAK[key] = 2 * n**3 / t
-        cuda = cfg.device.startswith("cuda")
-        tf32 = f" (TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'})" if cuda else ""
-        line = (f"matmul peak: float32 {n}x{n} @ {n}x{n}{tf32} on {cfg.device}, {torch.get_num_threads()} "
-                f"threads, {cfg.timer} time: {_PEAK[key] / 1e9:.1f} GFLOP/s")
-        print(line)
-        TABLES.append(line)
-    return _PEAK[key]
+def interleaved(runs: dict, warmup: int, repeats: int | dict) -> dict:
+    """name -> the results of `repeats` (or repeats[name]) calls of runs[name]() after `warmup` untimed ones.
+    The calls go in rounds, one of each per round, so a burst of load from elsewhere hits all alike."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    reps = repeats if isinstance(repeats, dict) else dict.fromkeys(runs, repeats)
+    results = {name: [] for name in runs}
+    for r in range(max(reps.values())):
+        for name, run in runs.items():
+            if r < reps[name]:
+                results[name].append(run())
+    return results
 
 
 def load_line() -> str:
@@ -340,131 +122,253 @@ def print_table(title: str, header: list[str], rows: list[list[str]], notes: lis
                                for i, (c, w) in enumerate(zip(r, widths, strict=True))))
     for n in notes:
         print("  " + n)
-    md = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "|".join(
-        "---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-    md += ["| " + " | ".join(r) + " |" for r in rows]
-    md += [""] + [f"{n}  " for n in notes]
+    md = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    md += ["| " + " | ".join(r) + " |" for r in rows] + [""] + [f"{n}  " for n in notes]
     TABLES.append("\n".join(md))
 
 
+def blob_segmap(batch: int, label_nc: int, size: int, seed: int = 0, cells: int = 8) -> torch.Tensor:
+    """One-hot (B, K, size, size) map of blocky regions (labels on a cells x cells grid, upsampled nearest):
+    most classes are present, a few are absent, like a face parsing map."""
+    label = torch.randint(label_nc, (batch, 1, cells, cells), generator=torch.Generator().manual_seed(seed))
+    label = F.interpolate(label.float(), size=(size, size), mode="nearest")[:, 0].long()
+    return F.one_hot(label, label_nc).permute(0, 3, 1, 2).float()
+
+
+def bench_layers(cfg: BenchConfig) -> dict:
+    torch.manual_seed(0)
+    B, C, K, S, H, dev = cfg.batch, cfg.channels, cfg.label_nc, cfg.style_dim, cfg.size, cfg.device
+    x = torch.randn(B, C, H, H, device=dev, requires_grad=True)
+    codes = torch.randn(B, K, S, device=dev, requires_grad=True)
+    segmap, noise = blob_segmap(B, K, H).to(dev), torch.randn(B, 1, H, H, device=dev)
+    spade, clade, sean = SPADE(C, K).to(dev), CLADE(C, K).to(dev), SEAN(C, K, style_dim=S).to(dev)
+    calls = {"SPADE": lambda: spade(x, segmap), "CLADE": lambda: clade(x, segmap),
+             "SEAN": lambda: sean(x, segmap, codes, noise=noise),
+             "SEAN paper form": lambda: sean_paper_form(sean, x, segmap, codes, noise=noise)}
+    with torch.no_grad():  # both SEAN forms compute the same layer
+        torch.testing.assert_close(calls["SEAN"](), calls["SEAN paper form"](), atol=1e-4, rtol=1e-4)
+
+    leaves = [x, codes, *spade.parameters(), *clade.parameters(), *sean.parameters()]
+
+    def fwd_bwd(call):
+        def step():
+            for p in leaves:
+                p.grad = None
+            call().square().mean().backward()
+        return timed(step, CLOCKS[cfg.timer], dev)
+
+    reps = dict.fromkeys(calls, cfg.repeats) | {"SEAN paper form": cfg.paper_form_repeats}
+    times = interleaved({name: fwd_bwd(call) for name, call in calls.items()}, cfg.warmup, reps)
+    t = {name: statistics.median(ts) for name, ts in times.items()}
+    present = int((segmap.sum(dim=(2, 3)) > 0).sum())
+    print_table(f"layers: forward+backward, B={B} C={C} K={K} {H}x{H} style_dim={S} on {dev}, "
+                f"{torch.get_num_threads()} threads, {cfg.timer} time, median",
+                ["layer", "ms"], [[name, f"{sec * 1e3:.1f}"] for name, sec in t.items()],
+                [f"SEAN paper form / folded {t['SEAN paper form'] / t['SEAN']:.2f}x, SEAN / SPADE "
+                 f"{t['SEAN'] / t['SPADE']:.2f}x (target <= 2), SPADE / CLADE "
+                 f"{t['SPADE'] / t['CLADE']:.1f}x; {present}/{B * K} (sample, class) regions present; "
+                 f"{load_line()}."])
+    return t
+
+
+MODEL_FLAGS = {m: ["--model", m] for m in ("spade", "sean", "concat", "pix2pixhd", "clade")}
+MODEL_FLAGS["spade+vae"] = ["--model", "spade", "--vae"]
+QUICK_FLAGS = ["--preset", "quick"]
+# paper settings on the synthetic set at batch 1; one process, so syncbatch is plain batch norm
+PAPER_FLAGS = ["--preset", "landscapes", "--batch-size", "1", "--param-free", "batch"]
+
+
+def synthetic_batch(args: train.Args) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first args.batch_size synthetic landscapes at args.crop_size: (segmap, real)."""
+    import data
+    dataset = data.SyntheticLandscapes("train", size=args.crop_size, length=args.batch_size, seed=args.seed)
+    samples = [dataset[i] for i in range(args.batch_size)]
+    label = torch.stack([s["label"] for s in samples])
+    return data.make_segmap(label, dataset.info), torch.stack([s["image"] for s in samples])
+
+
+class TrainStep:
+    """One model set up as train.train() does (networks, Adam with TTUR, bf16 autocast if asked) on a fixed
+    batch. A call runs one training step and returns the seconds of its G and D parts (module docstring);
+    `counters` (optional) maps "G fwd", "D", "G" to FlopCounterModes that count each part."""
+
+    def __init__(self, args: train.Args, segmap: torch.Tensor, real: torch.Tensor, device: str = "cpu",
+                 clock=time.perf_counter):
+        import losses
+        self.args, self.device, self.clock = args, device, clock
+        self.segmap, self.real = segmap.to(device), real.to(device)
+        torch.manual_seed(args.seed)
+        nets = models.build(models.ModelArgs.from_config(asdict(args), segmap.shape[1], False))
+        self.G, self.D, self.E = (m.to(device).train() if m is not None else None for m in nets)
+        g_params = [p for m in (self.G, self.E) if m is not None for p in m.parameters()]
+        self.opt_G = torch.optim.Adam(g_params, lr=args.lr_G, betas=(args.beta1, args.beta2))
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=args.lr_D, betas=(args.beta1, args.beta2))
+        # VGG19 costs the same with random weights; the ImageNet file is not needed to time it
+        self.vgg = losses.VGGLoss(weights=None).to(device) if args.lambda_vgg else None
+        self.autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=args.bf16)
+
+    def __call__(self, counters: dict | None = None) -> dict:
+        a, segmap, real, clock = self.args, self.segmap, self.real, self.clock
+
+        def part(name, loss_fn, opt):
+            """Run loss_fn under autocast, then backward and opt's step (no opt: forward only); seconds."""
+            t0 = clock()
+            with counters[name] if counters else contextlib.nullcontext():
+                with self.autocast:
+                    out = loss_fn()
+                if opt is not None:
+                    opt.zero_grad(set_to_none=True)
+                    out["total"].backward()
+                    opt.step()
+            sync(self.device)
+            return out, clock() - t0
+
+        (fake, mu, logvar), t_fwd = part("G fwd", lambda: train.generate(self.G, self.E, segmap, real,
+                                                                          a.model), None)
+        _, t_d = part("D", lambda: train.discriminator_terms(self.D, segmap, fake, real, a), self.opt_D)
+        _, t_g = part("G", lambda: train.generator_terms(self.D, segmap, fake, real, a, self.vgg, mu, logvar),
+                      self.opt_G)
+        return {"G": t_fwd + t_g, "D": t_d}
+
+
+def memory_in_use(device: str, reset_peak: bool = False, peak: bool = False) -> float:
+    """Bytes in use now (or at the peak since the last reset). CUDA: the allocator's counters. CPU (Linux):
+    the RSS (VmRSS) or its high-water mark (VmHWM), which writing 5 to /proc/self/clear_refs resets."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        if reset_peak:
+            torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.max_memory_allocated() if peak else torch.cuda.memory_allocated()
+    if reset_peak:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    field = "VmHWM:" if peak else "VmRSS:"
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field)) * 1024.0
+
+
+def run_step_config(spec: dict) -> dict:
+    """Build one model from train.py flags and time its training step (see run_models).
+    spec: flags, device, threads, timer, warmup, repeats."""
+    from torch.utils.flop_counter import FlopCounterMode
+    if spec["threads"] > 0:
+        torch.set_num_threads(spec["threads"])
+    args = train.parse_args(spec["flags"])
+    segmap, real = synthetic_batch(args)
+    step = TrainStep(args, segmap, real, spec["device"], CLOCKS[spec["timer"]])
+    mark = memory_in_use(spec["device"], reset_peak=True)
+    counters = {part: FlopCounterMode(display=False) for part in ("G fwd", "D", "G")}
+    step(counters)  # the first step: counted, not timed (it also allocates Adam's states)
+    times = interleaved({"step": step}, spec["warmup"] - 1, spec["repeats"])["step"]
+    # the kernel syncs per-thread RSS counters lazily: VmHWM can read a few pages below the mark's VmRSS
+    memory = max(0.0, memory_in_use(spec["device"], peak=True) - mark)
+    med = {k: statistics.median(t[k] for t in times) for k in ("G", "D")}
+    return med | {"step": statistics.median(t["G"] + t["D"] for t in times), "batch": args.batch_size,
+                  "flops_G": counters["G fwd"].get_total_flops() + counters["G"].get_total_flops(),
+                  "flops_D": counters["D"].get_total_flops(), "memory": memory,
+                  "semantic_nc": segmap.shape[1], "G_params": models.count_parameters(step.G)}
+
+
+@functools.cache
+def matmul_peak(device: str, timer: str) -> float:
+    """FLOP/s of a float32 n x n matmul (2 n^3 FLOP; n 8192 on CUDA, 2048 on CPU), median; once per run."""
+    cuda = device.startswith("cuda")
+    n = 8192 if cuda else 2048
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    peak = 2 * n**3 / statistics.median(interleaved({"mm": timed(lambda: a @ b, CLOCKS[timer], device)}, 2,
+                                                    10 if cuda else 3)["mm"])
+    tf32 = f" (TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'})" if cuda else ""
+    TABLES.append(f"matmul peak: float32 {n}x{n} @ {n}x{n}{tf32} on {device}, {torch.get_num_threads()} "
+                  f"threads, {timer} time: {peak / 1e9:.1f} GFLOP/s")
+    print(TABLES[-1])
+    return peak
+
+
 def step_table(title: str, results: dict, peak: float, notes: list[str]) -> None:
-    mem_unit = "peak MiB (CUDA alloc)" if any(r.get("cuda") for r in results.values()) else "peak MiB (RSS)"
-    header = ["model", "G params", "G step ms", "D step ms", "step ms", "img/s", "GFLOP/step", "GFLOP/s",
-              "% of peak", mem_unit]
-    rows = []
-    for name, r in results.items():
-        flops = r["flops_G"] + r["flops_D"]
-        rows.append([name, f"{r['G_params'] / 1e6:.2f}M", f"{r['G'] * 1e3:.1f}", f"{r['D'] * 1e3:.1f}",
-                     f"{r['step'] * 1e3:.1f}", f"{r['batch'] / r['step']:.2f}", f"{flops / 1e9:.2f}",
-                     f"{flops / r['step'] / 1e9:.1f}", f"{100 * flops / r['step'] / peak:.1f}",
-                     f"{r['memory'] / 2**20:.0f}"])
-    print_table(title, header, rows, notes)
+    cuda = any(r.get("cuda") for r in results.values())
+    rows = [[name, f"{r['G_params'] / 1e6:.2f}M", f"{r['G'] * 1e3:.1f}", f"{r['D'] * 1e3:.1f}",
+             f"{r['step'] * 1e3:.1f}", f"{r['batch'] / r['step']:.2f}", f"{flops / 1e9:.2f}",
+             f"{flops / r['step'] / 1e9:.1f}", f"{100 * flops / r['step'] / peak:.1f}",
+             f"{r['memory'] / 2**20:.0f}"]
+            for name, r in results.items() for flops in [r["flops_G"] + r["flops_D"]]]
+    print_table(title, ["model", "G params", "G step ms", "D step ms", "step ms", "img/s", "GFLOP/step",
+                        "GFLOP/s", "% of peak", f"peak MiB ({'CUDA alloc' if cuda else 'RSS'})"], rows, notes)
 
 
-def run_models(cfg: BenchConfig, flags: list[str], warmup: int, repeats: int) -> dict:
-    """run_step_config for each model in cfg.models, each in a fresh (spawned) process, one after another."""
-    spawn = multiprocessing.get_context("spawn")
-    results = {}
+def bench_models(cfg: BenchConfig, section: str, flags: list[str], warmup: int, repeats: int) -> dict:
+    """The steps and paper sections: run_step_config for each model in cfg.models at the settings `flags`
+    give, each in a fresh (spawned) process, so that its peak memory is its own."""
+    peak, results = matmul_peak(cfg.device, cfg.timer), {}
     for name in cfg.models.split(","):
         spec = dict(flags=flags + MODEL_FLAGS[name] + ["--device", cfg.device], device=cfg.device,
                     threads=cfg.threads, timer=cfg.timer, warmup=warmup, repeats=repeats)
-        with spawn.Pool(1) as pool:
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
             results[name] = pool.apply(run_step_config, (spec,)) | {"cuda": cfg.device.startswith("cuda")}
         print(f"  ... {name}: step {results[name]['step'] * 1e3:.1f} ms", flush=True)
+    a, k = train.parse_args(flags), next(iter(results.values()))["semantic_nc"]
+    memory = ("CUDA max_memory_allocated above the allocation before the first step"
+              if cfg.device.startswith("cuda") else
+              "peak RSS (VmHWM, reset before the first step) minus the RSS then, one process per model")
+    label = {"steps": "quick preset", "paper": "paper width"}[section]
+    step_table(f"training step, {label} (ngf {a.ngf}, ndf {a.ndf}, {a.crop_size}², batch {a.batch_size}, "
+               f"style_dim {a.style_dim}, {'VGG loss' if a.lambda_vgg else 'no VGG'}, synthetic {k} classes)",
+               results, peak,
+               [f"python bench.py --section {section}; {cfg.device}, {cfg.threads or torch.get_num_threads()}"
+                f" threads, {cfg.timer} time, median of {repeats} step{'s' * (repeats > 1)} after {warmup} "
+                f"untimed; {load_line()} at start.",
+                "G step = G forward (+ encoder) + D pass + losses + backward + Adam; D step = D pass on the "
+                "detached fake and the real + loss + backward + Adam. GFLOP: conv/matmul forward+backward "
+                f"(FlopCounterMode); % of peak: of the float32 matmul peak of this run. Peak memory: {memory}"
+                + (". VGG19 with random weights (same cost as ImageNet's)." if a.lambda_vgg else ".")])
     return results
 
 
-def step_notes(cfg: BenchConfig, warmup: int, repeats: int, extra: str) -> list[str]:
-    return [f"{extra}; {cfg.device}, {cfg.threads or torch.get_num_threads()} threads, {cfg.timer} time, "
-            f"median of {repeats} step{'s' * (repeats > 1)} after {warmup} untimed; {load_line()} at start.",
-            "G step = G forward (+ encoder) + D pass + losses + backward + Adam; D step = D pass on the "
-            "detached fake and the real + loss + backward + Adam. GFLOP: conv/matmul forward+backward "
-            "(FlopCounterMode); % of peak: of the float32 matmul peak measured in this run. Peak memory: "
-            + ("CUDA max_memory_allocated above the allocation before the first step." if
-               cfg.device.startswith("cuda") else "peak RSS (VmHWM, reset before the first step) over the "
-               "first step and the timed steps, minus the RSS before them (each model in its own process).")]
-
-
-def bench_steps(cfg: BenchConfig) -> dict:
-    peak = matmul_peak(cfg)
-    flags = ["--preset", "quick"]
-    results = run_models(cfg, flags, cfg.warmup, cfg.step_repeats)
-    q, k = train.PRESETS["quick"], next(iter(results.values()))["semantic_nc"]
-    step_table(f"training step, quick preset (ngf {q['ngf']}, ndf {q['ndf']}, {q['crop_size']}², batch "
-               f"{q['batch_size']}, style_dim {q['style_dim']}, synthetic {k} classes, no VGG)", results,
-               peak, step_notes(cfg, cfg.warmup, cfg.step_repeats, "python bench.py --section steps"))
-    return results
-
-
-def bench_paper(cfg: BenchConfig) -> dict:
-    peak = matmul_peak(cfg)
-    results = run_models(cfg, PAPER_FLAGS, cfg.paper_warmup, cfg.paper_repeats)
-    k = next(iter(results.values()))["semantic_nc"]
-    step_table(f"training step, paper width (ngf 64, ndf 64, 256², batch 1, style_dim 512, VGG loss, "
-               f"synthetic {k} classes)", results, peak,
-               step_notes(cfg, cfg.paper_warmup, cfg.paper_repeats, "python bench.py --section paper; VGG19 "
-                          "with random weights (same cost as ImageNet's)"))
-    return results
-
-
-def sean_vs_spade(cfg: BenchConfig, size: int = 64, batch: int = 4, ngf: int = 16, label_nc: int = 19,
-                  style_dims: tuple = (64, 512)) -> dict:
+def bench_sean_vs_spade(cfg: BenchConfig, size: int = 64, batch: int = 4, ngf: int = 16, label_nc: int = 19,
+                        style_dims: tuple = (64, 512)) -> dict:
     """Generator step time (see TrainStep) of SPADE and SEAN at each style_dim, in interleaved rounds."""
     torch.manual_seed(0)
-    segmap = blob_segmap(batch, label_nc, size)
-    real = torch.rand(batch, 3, size, size) * 2 - 1
+    segmap, real = blob_segmap(batch, label_nc, size), torch.rand(batch, 3, size, size) * 2 - 1
     base = ["--preset", "quick", "--crop-size", str(size), "--batch-size", str(batch), "--ngf", str(ngf),
             "--ndf", str(ngf), "--device", cfg.device]
-    clock = {"wall": time.perf_counter, "cpu": time.process_time}[cfg.timer]
-    spade = train.parse_args(base + ["--model", "spade"])
-    runs = {"SPADE": TrainStep(spade, segmap, real, cfg.device, clock)}
-    for s in style_dims:
-        args = train.parse_args(base + ["--model", "sean", "--style-dim", str(s)])
-        runs[f"SEAN style_dim {s}"] = TrainStep(args, segmap, real, cfg.device, clock)
-    for run in runs.values():
-        for _ in range(cfg.warmup):
-            run()
-    times = {name: [] for name in runs}
-    for _ in range(cfg.step_repeats):  # interleaved: a burst of load hits every model alike
-        for name, run in runs.items():
-            times[name].append(run())
+    flags = {"SPADE": ["--model", "spade"]}
+    flags |= {f"SEAN style_dim {s}": ["--model", "sean", "--style-dim", str(s)] for s in style_dims}
+    runs = {name: TrainStep(train.parse_args(base + f), segmap, real, cfg.device, CLOCKS[cfg.timer])
+            for name, f in flags.items()}
+    times = interleaved(runs, cfg.warmup, cfg.step_repeats)
     med = {name: {k: statistics.median(t[k] for t in ts) for k in ("G", "D")} for name, ts in times.items()}
-    rows = [[name, f"{m['G'] * 1e3:.1f}", f"{m['D'] * 1e3:.1f}", f"{m['G'] / med['SPADE']['G']:.2f}"]
-            for name, m in med.items()]
     print_table(f"SEAN vs SPADE generator step (ngf {ngf}, {size}², batch {batch}, {label_nc} classes)",
-                ["generator", "G step ms", "D step ms", "G step / SPADE's"], rows,
+                ["generator", "G step ms", "D step ms", "G step / SPADE's"],
+                [[name, f"{m['G'] * 1e3:.1f}", f"{m['D'] * 1e3:.1f}", f"{m['G'] / med['SPADE']['G']:.2f}"]
+                 for name, m in med.items()],
                 [f"target: SEAN within 1.5x of SPADE; {cfg.device}, {torch.get_num_threads()} threads, "
                  f"{cfg.timer} time, median of {cfg.step_repeats} interleaved rounds after {cfg.warmup} "
                  f"untimed; {load_line()}."])
     return med
 
 
-def bench_sean_vs_spade(cfg: BenchConfig) -> dict:
-    return sean_vs_spade(cfg)
-
-
-SECTIONS = {"layers": bench_layers, "steps": bench_steps, "paper": bench_paper,
+SECTIONS = {"layers": bench_layers,
+            "steps": lambda cfg: bench_models(cfg, "steps", QUICK_FLAGS, cfg.warmup, cfg.step_repeats),
+            "paper": lambda cfg: bench_models(cfg, "paper", PAPER_FLAGS, cfg.paper_warmup, cfg.paper_repeats),
             "sean_vs_spade": bench_sean_vs_spade}
 
 
-def main() -> None:
-    cfg = BenchConfig()
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--section", choices=["all", *SECTIONS], default="all")
-    for name, value in vars(cfg).items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    args = p.parse_args()
-    cfg = BenchConfig(**{k: v for k, v in vars(args).items() if k != "section"})
+    models.add_dataclass_args(p, BenchConfig, choices=dict(timer=tuple(CLOCKS)))
+    args = vars(p.parse_args(argv))
+    section = args.pop("section")
+    cfg = BenchConfig(**args)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     for name, fn in SECTIONS.items():
-        if args.section in ("all", name):
+        if section in ("all", name):
             fn(cfg)
             print()
     print(f"bench.py done in {time.perf_counter() - t0:.0f} s wall; {load_line()} now")
     if cfg.markdown:
-        cmd = "python bench.py " + " ".join(sys.argv[1:])
+        cmd = " ".join(["python bench.py", *(sys.argv[1:] if argv is None else argv)])
         with open(cfg.markdown, "w") as f:
             f.write(f"Measured with `{cmd}` (torch {torch.__version__}).\n\n" + "\n\n".join(TABLES) + "\n")
         print(f"wrote {cfg.markdown}")

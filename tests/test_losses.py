@@ -2,7 +2,6 @@
 
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -16,19 +15,6 @@ D = [-1.0, 0.0, 0.5, 3.0]
 
 def _softplus(v: float) -> float:
     return math.log1p(math.exp(v))
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any attempt to download or open a socket fails loudly instead of reaching the network."""
-
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    torch.manual_seed(0)
 
 
 @pytest.fixture
@@ -252,7 +238,7 @@ def test_imagenet_weights_load_from_hub_dir(hub_dir):
 
 
 def test_missing_weights_error_names_file_path_and_flag(hub_dir):
-    for allow_download in (True, False):  # downloading fails: the fixture cuts the network
+    for allow_download in (True, False):  # downloading fails: conftest's _no_network cuts it
         with pytest.raises(losses.VGGWeightsNotFoundError) as e:
             losses.VGGLoss(weights="imagenet", allow_download=allow_download)
         msg = str(e.value)

@@ -24,3 +24,29 @@ def test_file_map_names_existing_files():
     assert names, "README has no file map"
     missing = [n for n in names if not (ROOT / n.rstrip("/")).exists()]
     assert not missing, f"README file map names missing files: {missing}"
+
+
+def test_equation_index_points_at_code_and_notebook_sections_that_exist():
+    """EQUATIONS.md: every `file.py:name` is a function or method there, every 'notebook NN §X.Y' a section
+    heading of that notebook, and every equation 1..19 is listed."""
+    import ast
+    import json
+
+    index = (ROOT / "EQUATIONS.md").read_text()
+    rows = [line for line in index.splitlines() if re.match(r"^\| \d+ \|", line)]
+    assert [int(r.split("|")[1]) for r in rows] == list(range(1, 20))
+    for file, name in set(re.findall(r"`(\w+\.py):([\w.]+)`", index)):
+        tree = ast.parse((ROOT / file).read_text())
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        defined |= {f"{c.name}.{f.name}" for c in tree.body if isinstance(c, ast.ClassDef) for f in c.body
+                    if isinstance(f, ast.FunctionDef)}
+        assert name in defined, f"EQUATIONS.md names {file}:{name}, which does not exist"
+    for nb, section in set(re.findall(r"notebook (\d\d) §(\d\.\d)", index)):
+        path = next((ROOT / "notebooks").glob(f"{nb}_*.ipynb"))
+        headings = [line for cell in json.loads(path.read_text())["cells"] if cell["cell_type"] == "markdown"
+                    for line in "".join(cell["source"]).splitlines() if line.startswith("#")]
+        assert any(h.startswith(f"## {section} ") for h in headings), f"{path.name} has no section {section}"
+    outside = "../" + "shared"  # spelled in two parts so that this file does not match itself
+    for path in [*ROOT.glob("*.py"), *ROOT.glob("*.md"), *ROOT.glob("notebooks/*.ipynb"),
+                 *ROOT.glob("tests/*.py")]:
+        assert outside not in path.read_text(), f"{path.name} refers to a file outside the repository"

@@ -1,20 +1,15 @@
-"""Benchmarks, nanoGPT-style: `python bench.py` runs every section, `--section NAME` one, `--markdown FILE`
-also writes the tables as Markdown. On a shared CPU use `--threads 1 --timer cpu` (process CPU time).
+"""Benchmarks: `python bench.py` runs every section, `--section NAME` one, `--markdown FILE` also writes the
+tables as Markdown. On a shared CPU use `--threads 1 --timer cpu` (process CPU time).
 
-layers: forward + backward of one SPADE, CLADE and SEAN layer (B=4, C=64, K=19, 128x128, style_dim 512 by
-default), and of norm.sean_paper_form (SEAN as the paper draws it: one FC per class, then the style map; the
-reference for the folded SEAN.forward, checked equal first). Paper form / folded measured 10.9x at the
-defaults (`--threads 1 --timer cpu`: 7.7 s against 0.70 s). Target: SEAN within 2x of SPADE.
-
-steps (train.py's quick preset), paper (landscapes preset at batch 1: ngf 64, ndf 64, 256², style_dim 512,
-VGG loss): the training step of every model, made of train.py's pieces (parse_args, generate,
-discriminator_terms, generator_terms, Adam as train() sets it up) and models.build, on one fixed batch of the
-synthetic landscapes. G step = G forward (+ VAE encoder) + D pass on [fake, real] + losses + backward + Adam;
-D step = D pass on [fake.detach(), real] + loss + backward + Adam. GFLOP: convolutions and matrix products,
-forward and backward (torch.utils.flop_counter), also as a fraction of a float32 matmul peak measured in the
-same run. Each model runs in a fresh process: peak memory from just before its first step (CPU: peak RSS,
-VmHWM reset then, minus the RSS then; CUDA: max_memory_allocated minus the allocation then).
-
+layers: forward + backward of one SPADE, CLADE and SEAN layer, and of norm.sean_paper_form (SEAN as the
+paper draws it, one FC per class; checked equal to the folded SEAN first, 10.9x slower at the defaults).
+Target: SEAN within 2x of SPADE.
+steps, paper: every model's training step, made of train.py's pieces, on one fixed synthetic batch, at the
+quick preset and at paper width (landscapes preset, batch 1). G step = G forward (+ VAE encoder) + D pass on
+[fake, real] + losses + backward + Adam; D step = D pass on [fake.detach(), real] + loss + backward + Adam.
+GFLOP: convolutions and matrix products, forward and backward, also as a fraction of a float32 matmul peak
+measured in the same run. One fresh process per model, so that its peak memory (above the memory in use
+before its first step) is its own.
 sean_vs_spade: the G step of SEAN (style_dim 64 and 512) against SPADE's, interleaved, at ngf 16, 64²,
 batch 4, 19 classes of blocky random masks. Target: SEAN within 1.5x of SPADE.
 """
@@ -39,8 +34,6 @@ from norm import CLADE, SEAN, SPADE, sean_paper_form
 
 @dataclass
 class BenchConfig:
-    """Sizes and timing settings shared by the sections."""
-
     batch: int = 4
     """B, images per batch (layers section)"""
     channels: int = 64
@@ -75,7 +68,7 @@ class BenchConfig:
     """also write every printed table as Markdown to this file"""
 
 
-TABLES: list[str] = []  # Markdown of every table printed in this run (for --markdown)
+TABLES: list[str] = []  # for --markdown
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
@@ -85,7 +78,7 @@ def sync(device: str) -> None:
 
 
 def timed(fn, clock, device: str):
-    """fn wrapped to return its own duration (device work included)."""
+    """fn wrapped to return its own duration, device work included."""
     def run():
         t0 = clock()
         fn()
@@ -95,8 +88,8 @@ def timed(fn, clock, device: str):
 
 
 def interleaved(runs: dict, warmup: int, repeats: int | dict) -> dict:
-    """name -> the results of `repeats` (or repeats[name]) calls of runs[name]() after `warmup` untimed ones.
-    The calls go in rounds, one of each per round, so a burst of load from elsewhere hits all alike."""
+    """name -> the results of `repeats` (or repeats[name]) calls of runs[name]() after `warmup` untimed ones,
+    in rounds of one call each, so that a burst of load from elsewhere hits all alike."""
     for run in runs.values():
         for _ in range(warmup):
             run()
@@ -114,10 +107,10 @@ def load_line() -> str:
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]], notes: list[str] = ()) -> None:
-    """Print a fixed-width table and keep its Markdown form for --markdown."""
+    """Print a table (first column left-aligned, numbers right-aligned); keep its Markdown for --markdown."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print(title)
-    for r in [header, *rows]:  # first column left-aligned, numbers right-aligned
+    for r in [header, *rows]:
         print("  " + "  ".join(c.rjust(w) if i else c.ljust(w)
                                for i, (c, w) in enumerate(zip(r, widths, strict=True))))
     for n in notes:
@@ -127,10 +120,10 @@ def print_table(title: str, header: list[str], rows: list[list[str]], notes: lis
     TABLES.append("\n".join(md))
 
 
-def blob_segmap(batch: int, label_nc: int, size: int, seed: int = 0, cells: int = 8) -> torch.Tensor:
-    """One-hot (B, K, size, size) map of blocky regions (labels on a cells x cells grid, upsampled nearest):
-    most classes are present, a few are absent, like a face parsing map."""
-    label = torch.randint(label_nc, (batch, 1, cells, cells), generator=torch.Generator().manual_seed(seed))
+def blob_segmap(batch: int, label_nc: int, size: int, cells: int = 8) -> torch.Tensor:
+    """One-hot (B, K, size, size) map of blocky regions (a random cells x cells label grid, upsampled): most
+    classes present, a few absent, like a face parsing map."""
+    label = torch.randint(label_nc, (batch, 1, cells, cells), generator=torch.Generator().manual_seed(0))
     label = F.interpolate(label.float(), size=(size, size), mode="nearest")[:, 0].long()
     return F.one_hot(label, label_nc).permute(0, 3, 1, 2).float()
 
@@ -145,9 +138,8 @@ def bench_layers(cfg: BenchConfig) -> dict:
     calls = {"SPADE": lambda: spade(x, segmap), "CLADE": lambda: clade(x, segmap),
              "SEAN": lambda: sean(x, segmap, codes, noise=noise),
              "SEAN paper form": lambda: sean_paper_form(sean, x, segmap, codes, noise=noise)}
-    with torch.no_grad():  # both SEAN forms compute the same layer
+    with torch.no_grad():
         torch.testing.assert_close(calls["SEAN"](), calls["SEAN paper form"](), atol=1e-4, rtol=1e-4)
-
     leaves = [x, codes, *spade.parameters(), *clade.parameters(), *sean.parameters()]
 
     def fwd_bwd(call):
@@ -173,9 +165,6 @@ def bench_layers(cfg: BenchConfig) -> dict:
 
 MODEL_FLAGS = {m: ["--model", m] for m in ("spade", "sean", "concat", "pix2pixhd", "clade")}
 MODEL_FLAGS["spade+vae"] = ["--model", "spade", "--vae"]
-QUICK_FLAGS = ["--preset", "quick"]
-# paper settings on the synthetic set at batch 1; one process, so syncbatch is plain batch norm
-PAPER_FLAGS = ["--preset", "landscapes", "--batch-size", "1", "--param-free", "batch"]
 
 
 def synthetic_batch(args: train.Args) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,8 +177,8 @@ def synthetic_batch(args: train.Args) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class TrainStep:
-    """One model set up as train.train() does (networks, Adam with TTUR, bf16 autocast if asked) on a fixed
-    batch. A call runs one training step and returns the seconds of its G and D parts (module docstring);
+    """One model set up as train.train() does (Adam with TTUR, bf16 autocast if asked) on a fixed batch.
+    A call runs one training step and returns the seconds of its G and D parts (module docstring);
     `counters` (optional) maps "G fwd", "D", "G" to FlopCounterModes that count each part."""
 
     def __init__(self, args: train.Args, segmap: torch.Tensor, real: torch.Tensor, device: str = "cpu",
@@ -203,16 +192,16 @@ class TrainStep:
         g_params = [p for m in (self.G, self.E) if m is not None for p in m.parameters()]
         self.opt_G = torch.optim.Adam(g_params, lr=args.lr_G, betas=(args.beta1, args.beta2))
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=args.lr_D, betas=(args.beta1, args.beta2))
-        # VGG19 costs the same with random weights; the ImageNet file is not needed to time it
+        # VGG19 costs the same with random weights: the ImageNet file is not needed to time it
         self.vgg = losses.VGGLoss(weights=None).to(device) if args.lambda_vgg else None
         self.autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=args.bf16)
 
     def __call__(self, counters: dict | None = None) -> dict:
-        a, segmap, real, clock = self.args, self.segmap, self.real, self.clock
+        a, segmap, real, G, D, E = self.args, self.segmap, self.real, self.G, self.D, self.E
 
-        def part(name, loss_fn, opt):
-            """Run loss_fn under autocast, then backward and opt's step (no opt: forward only); seconds."""
-            t0 = clock()
+        def part(name, loss_fn, opt=None):
+            """loss_fn under autocast, then (with an optimizer) backward and step -> (output, seconds)."""
+            t0 = self.clock()
             with counters[name] if counters else contextlib.nullcontext():
                 with self.autocast:
                     out = loss_fn()
@@ -221,62 +210,63 @@ class TrainStep:
                     out["total"].backward()
                     opt.step()
             sync(self.device)
-            return out, clock() - t0
+            return out, self.clock() - t0
 
-        (fake, mu, logvar), t_fwd = part("G fwd", lambda: train.generate(self.G, self.E, segmap, real,
-                                                                          a.model), None)
-        _, t_d = part("D", lambda: train.discriminator_terms(self.D, segmap, fake, real, a), self.opt_D)
-        _, t_g = part("G", lambda: train.generator_terms(self.D, segmap, fake, real, a, self.vgg, mu, logvar),
+        (fake, mu, logvar), t_fwd = part("G fwd", lambda: train.generate(G, E, segmap, real, a.model))
+        _, t_d = part("D", lambda: train.discriminator_terms(D, segmap, fake, real, a), self.opt_D)
+        _, t_g = part("G", lambda: train.generator_terms(D, segmap, fake, real, a, self.vgg, mu, logvar),
                       self.opt_G)
-        return {"G": t_fwd + t_g, "D": t_d}
+        return {"G": t_fwd + t_g, "D": t_d, "step": t_fwd + t_g + t_d}
 
 
-def memory_in_use(device: str, reset_peak: bool = False, peak: bool = False) -> float:
-    """Bytes in use now (or at the peak since the last reset). CUDA: the allocator's counters. CPU (Linux):
-    the RSS (VmRSS) or its high-water mark (VmHWM), which writing 5 to /proc/self/clear_refs resets."""
+def medians(times: list[dict]) -> dict:
+    return {k: statistics.median(t[k] for t in times) for k in times[0]}
+
+
+def memory_in_use(device: str, peak: bool = False) -> float:
+    """Bytes in use now, or at the peak since the last reset: CUDA allocations, or on Linux the process RSS
+    (VmRSS) or its high-water mark (VmHWM, which writing 5 to /proc/self/clear_refs resets)."""
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        if reset_peak:
-            torch.cuda.reset_peak_memory_stats()
         return torch.cuda.max_memory_allocated() if peak else torch.cuda.memory_allocated()
-    if reset_peak:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
     field = "VmHWM:" if peak else "VmRSS:"
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field)) * 1024.0
 
 
 def run_step_config(spec: dict) -> dict:
-    """Build one model from train.py flags and time its training step (see run_models).
+    """Build one model from train.py flags and time its training step (see bench_models).
     spec: flags, device, threads, timer, warmup, repeats."""
     from torch.utils.flop_counter import FlopCounterMode
     if spec["threads"] > 0:
         torch.set_num_threads(spec["threads"])
-    args = train.parse_args(spec["flags"])
+    args, device = train.parse_args(spec["flags"]), spec["device"]
     segmap, real = synthetic_batch(args)
-    step = TrainStep(args, segmap, real, spec["device"], CLOCKS[spec["timer"]])
-    mark = memory_in_use(spec["device"], reset_peak=True)
+    step = TrainStep(args, segmap, real, device, CLOCKS[spec["timer"]])
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    mark = memory_in_use(device)
     counters = {part: FlopCounterMode(display=False) for part in ("G fwd", "D", "G")}
-    step(counters)  # the first step: counted, not timed (it also allocates Adam's states)
+    step(counters)  # counted, not timed (it also allocates Adam's states)
     times = interleaved({"step": step}, spec["warmup"] - 1, spec["repeats"])["step"]
     # the kernel syncs per-thread RSS counters lazily: VmHWM can read a few pages below the mark's VmRSS
-    memory = max(0.0, memory_in_use(spec["device"], peak=True) - mark)
-    med = {k: statistics.median(t[k] for t in times) for k in ("G", "D")}
-    return med | {"step": statistics.median(t["G"] + t["D"] for t in times), "batch": args.batch_size,
-                  "flops_G": counters["G fwd"].get_total_flops() + counters["G"].get_total_flops(),
-                  "flops_D": counters["D"].get_total_flops(), "memory": memory,
-                  "semantic_nc": segmap.shape[1], "G_params": models.count_parameters(step.G)}
+    memory = max(0.0, memory_in_use(device, peak=True) - mark)
+    return medians(times) | {"batch": args.batch_size, "memory": memory, "cuda": device.startswith("cuda"),
+                             "flops_G": counters["G fwd"].get_total_flops() + counters["G"].get_total_flops(),
+                             "flops_D": counters["D"].get_total_flops(), "semantic_nc": segmap.shape[1],
+                             "G_params": models.count_parameters(step.G)}
 
 
 @functools.cache
 def matmul_peak(device: str, timer: str) -> float:
-    """FLOP/s of a float32 n x n matmul (2 n^3 FLOP; n 8192 on CUDA, 2048 on CPU), median; once per run."""
+    """FLOP/s of a float32 n x n matmul (2 n^3 FLOP), median; measured once per run."""
     cuda = device.startswith("cuda")
     n = 8192 if cuda else 2048
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    peak = 2 * n**3 / statistics.median(interleaved({"mm": timed(lambda: a @ b, CLOCKS[timer], device)}, 2,
-                                                    10 if cuda else 3)["mm"])
+    times = interleaved({"mm": timed(lambda: a @ b, CLOCKS[timer], device)}, 2, 10 if cuda else 3)["mm"]
+    peak = 2 * n**3 / statistics.median(times)
     tf32 = f" (TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'})" if cuda else ""
     TABLES.append(f"matmul peak: float32 {n}x{n} @ {n}x{n}{tf32} on {device}, {torch.get_num_threads()} "
                   f"threads, {timer} time: {peak / 1e9:.1f} GFLOP/s")
@@ -296,19 +286,17 @@ def step_table(title: str, results: dict, peak: float, notes: list[str]) -> None
 
 
 def bench_models(cfg: BenchConfig, section: str, flags: list[str], warmup: int, repeats: int) -> dict:
-    """The steps and paper sections: run_step_config for each model in cfg.models at the settings `flags`
-    give, each in a fresh (spawned) process, so that its peak memory is its own."""
+    """The steps and paper sections: run_step_config for each of cfg.models, each in a fresh (spawned)
+    process, so that its peak memory is its own."""
     peak, results = matmul_peak(cfg.device, cfg.timer), {}
     for name in cfg.models.split(","):
         spec = dict(flags=flags + MODEL_FLAGS[name] + ["--device", cfg.device], device=cfg.device,
                     threads=cfg.threads, timer=cfg.timer, warmup=warmup, repeats=repeats)
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            results[name] = pool.apply(run_step_config, (spec,)) | {"cuda": cfg.device.startswith("cuda")}
+            results[name] = pool.apply(run_step_config, (spec,))
         print(f"  ... {name}: step {results[name]['step'] * 1e3:.1f} ms", flush=True)
     a, k = train.parse_args(flags), next(iter(results.values()))["semantic_nc"]
-    memory = ("CUDA max_memory_allocated above the allocation before the first step"
-              if cfg.device.startswith("cuda") else
-              "peak RSS (VmHWM, reset before the first step) minus the RSS then, one process per model")
+    memory = ("CUDA max_memory_allocated" if cfg.device.startswith("cuda") else "peak RSS (VmHWM)")
     label = {"steps": "quick preset", "paper": "paper width"}[section]
     step_table(f"training step, {label} (ngf {a.ngf}, ndf {a.ndf}, {a.crop_size}², batch {a.batch_size}, "
                f"style_dim {a.style_dim}, {'VGG loss' if a.lambda_vgg else 'no VGG'}, synthetic {k} classes)",
@@ -318,7 +306,8 @@ def bench_models(cfg: BenchConfig, section: str, flags: list[str], warmup: int, 
                 f"untimed; {load_line()} at start.",
                 "G step = G forward (+ encoder) + D pass + losses + backward + Adam; D step = D pass on the "
                 "detached fake and the real + loss + backward + Adam. GFLOP: conv/matmul forward+backward "
-                f"(FlopCounterMode); % of peak: of the float32 matmul peak of this run. Peak memory: {memory}"
+                "(FlopCounterMode); % of peak: of the float32 matmul peak of this run. Peak memory: "
+                f"{memory} above the memory in use before the first step, one process per model"
                 + (". VGG19 with random weights (same cost as ImageNet's)." if a.lambda_vgg else ".")])
     return results
 
@@ -335,7 +324,7 @@ def bench_sean_vs_spade(cfg: BenchConfig, size: int = 64, batch: int = 4, ngf: i
     runs = {name: TrainStep(train.parse_args(base + f), segmap, real, cfg.device, CLOCKS[cfg.timer])
             for name, f in flags.items()}
     times = interleaved(runs, cfg.warmup, cfg.step_repeats)
-    med = {name: {k: statistics.median(t[k] for t in ts) for k in ("G", "D")} for name, ts in times.items()}
+    med = {name: medians(ts) for name, ts in times.items()}
     print_table(f"SEAN vs SPADE generator step (ngf {ngf}, {size}², batch {batch}, {label_nc} classes)",
                 ["generator", "G step ms", "D step ms", "G step / SPADE's"],
                 [[name, f"{m['G'] * 1e3:.1f}", f"{m['D'] * 1e3:.1f}", f"{m['G'] / med['SPADE']['G']:.2f}"]
@@ -346,6 +335,8 @@ def bench_sean_vs_spade(cfg: BenchConfig, size: int = 64, batch: int = 4, ngf: i
     return med
 
 
+QUICK_FLAGS = ["--preset", "quick"]
+PAPER_FLAGS = ["--preset", "landscapes", "--batch-size", "1", "--param-free", "batch"]  # one process: no sync
 SECTIONS = {"layers": bench_layers,
             "steps": lambda cfg: bench_models(cfg, "steps", QUICK_FLAGS, cfg.warmup, cfg.step_repeats),
             "paper": lambda cfg: bench_models(cfg, "paper", PAPER_FLAGS, cfg.paper_warmup, cfg.paper_repeats),

@@ -1,6 +1,5 @@
-"""Datasets for semantic image synthesis: a procedural landscape set that needs no download, and loaders for
-the real datasets of SPADE (Park et al., CVPR 2019) and SEAN (Zhu et al., CVPR 2020), in their official
-folder layouts.
+"""Datasets for semantic image synthesis: procedural landscapes that need no download, and loaders for the
+real datasets of SPADE (Park et al., CVPR 2019) and SEAN (Zhu et al., CVPR 2020) in their official layouts.
 
 Every dataset returns the same sample dict:
     label    LongTensor [H, W]    class ids in [0, label_nc); don't-care pixels hold info.dontcare_label
@@ -8,8 +7,8 @@ Every dataset returns the same sample dict:
     instance LongTensor [H, W]    raw instance ids (only when the dataset has instance maps and they are used)
     style    FloatTensor [label_nc, STYLE_DIM] per-region style parameters (synthetic set only)
     path     str
-and `make_segmap` turns a batch of labels (+ instances) into the generator input: one-hot classes, a
-don't-care channel, an instance edge channel, in the order the official code concatenates them.
+`make_segmap` turns a batch of labels (+ instances) into the generator input: one-hot classes, a don't-care
+channel and an instance edge channel, concatenated in the official code's order.
 
     python data.py                       # preview grid -> assets/synthetic_preview.png, class frequencies
     python data.py --export DIR --n 500  # write samples as images/ labels/ (custom folder layout)
@@ -39,33 +38,22 @@ class DataError(ValueError):
     """Bad dataset input (missing, unpaired or corrupt files, invalid label values); names the file."""
 
 
-# ----------------------------------------------------------------------------------------------------
-# Dataset description, label ids and colours
-# ----------------------------------------------------------------------------------------------------
-
-
+# --- Dataset description, label ids and colours -------------------------------------------------------------
 @dataclass
 class DatasetInfo:
-    """What a model needs to know about a dataset's labels, and the paper's default preprocessing for it.
-
-    Classes have ids 0..label_nc-1 (official --label_nc). With contain_dontcare some pixels are 'unknown'
-    and get their own one-hot channel (official --contain_dontcare_label); they hold dontcare_label in the
-    returned `label` tensor: like the official loader, the on-disk 255 becomes label_nc, which `make_segmap`
-    scatters into the extra channel label_nc. has_instance: the dataset ships instance maps (turned into one
-    instance edge channel). style_dim: the length of a row of the sample's `style` (0: no style ground
-    truth)."""
+    """What a model needs to know about a dataset's labels, and the paper's default preprocessing for it."""
 
     name: str  # as accepted by `build_dataset`
-    label_nc: int
-    contain_dontcare: bool = False
-    dontcare_label: int | None = None  # None when contain_dontcare is False
-    has_instance: bool = False
+    label_nc: int  # classes are ids 0..label_nc-1 (official --label_nc)
+    contain_dontcare: bool = False  # official --contain_dontcare_label
+    dontcare_label: int | None = None  # id of don't-care pixels in `label` (= label_nc, its one-hot channel)
+    has_instance: bool = False  # the dataset ships instance maps (-> one instance edge channel)
     class_names: tuple[str, ...] = ()  # index = class id; empty for datasets whose names we do not ship
     preprocess_mode: str = "resize_and_crop"  # the paper's default (see PREPROCESS_MODES)
     load_size: int = 286  # the paper's training load size (images are resized to it before cropping)
     crop_size: int = 256  # the paper's crop size (the network's output width)
     aspect_ratio: float = 1.0  # width / height of the network output (Cityscapes: 2)
-    style_dim: int = 0
+    style_dim: int = 0  # length of a row of the sample's `style` (0: no style ground truth)
 
     def semantic_nc(self, use_instance: bool = True) -> int:
         """Generator input channels: classes + don't-care + instance edges (official opt.semantic_nc)."""
@@ -73,14 +61,13 @@ class DatasetInfo:
 
 
 def invalid_ids(ids, label_nc: int, dontcare: int | None = None):
-    """Mask (numpy or torch, like `ids`) of ids outside 0..label_nc-1 that are not `dontcare`: the one range
-    check behind every dataset's map_label and make_segmap."""
+    """Mask (numpy or torch, like `ids`) of ids outside 0..label_nc-1 other than `dontcare`."""
     bad = (ids < 0) | (ids >= label_nc)
     return bad if dontcare is None else bad & (ids != dontcare)
 
 
 def check_raw_ids(raw: np.ndarray, bad: np.ndarray, path: str, valid: str) -> None:
-    """DataError naming the file, the bad ids and where the first one is, if any pixel of `bad` is set."""
+    """DataError naming the file, the bad ids and the first bad pixel, if any pixel of `bad` is set."""
     if bad.any():
         y, x = (int(v) for v in np.argwhere(bad)[0])
         values = np.unique(raw[bad])[:10].tolist()
@@ -89,8 +76,7 @@ def check_raw_ids(raw: np.ndarray, bad: np.ndarray, path: str, valid: str) -> No
 
 
 def make_palette(n: int = 256) -> np.ndarray:
-    """Distinct colours for n classes (PASCAL-VOC style: bit 3b + c of the id is bit 7 - b of channel c),
-    uint8 (n, 3)."""
+    """Distinct colours for n classes, uint8 (n, 3): PASCAL-VOC style, bit 3b + c of id -> bit 7 - b of c."""
     ids = np.arange(n)
     pal = np.zeros((n, 3), dtype=np.int64)
     for bit in range(8):
@@ -105,8 +91,7 @@ def spade_colormap(n: int) -> np.ndarray:
 
 
 def colorize(label: torch.Tensor, palette=None) -> torch.Tensor:
-    """Class ids [..., H, W] -> uint8 colour image [..., 3, H, W]. Ids outside the palette (e.g. don't-care)
-    are black."""
+    """Class ids [..., H, W] -> uint8 colours [..., 3, H, W]; ids outside the palette (don't-care): black."""
     pal = torch.as_tensor(make_palette(256) if palette is None else np.asarray(palette), dtype=torch.uint8)
     pal = torch.cat([pal, torch.zeros(1, 3, dtype=torch.uint8)])  # last row: black for anything out of range
     idx = torch.where((label < 0) | (label >= len(pal) - 1), len(pal) - 1, label.long())
@@ -118,18 +103,12 @@ def to_uint8(image: torch.Tensor) -> torch.Tensor:
     return ((image.clamp(-1, 1) + 1) * 127.5).round().byte()
 
 
-# ----------------------------------------------------------------------------------------------------
-# Generator input: one-hot label map (+ don't-care) (+ instance edges)
-# ----------------------------------------------------------------------------------------------------
-
-
+# --- Generator input: one-hot label map (+ don't-care) (+ instance edges) -----------------------------------
 def instance_edges(instance: torch.Tensor) -> torch.Tensor:
-    """1 where a pixel's instance id differs from one of its 4 neighbours (both pixels of a differing pair are
-    marked, as in the official get_edges). instance [..., H, W] -> float tensor of the same shape."""
-    t = instance
-    edge = torch.zeros(t.shape, dtype=torch.bool, device=t.device)
-    dx = t[..., :, 1:] != t[..., :, :-1]
-    dy = t[..., 1:, :] != t[..., :-1, :]
+    """Float [..., H, W]: 1 where a 4-neighbour has another instance id (both pixels, as in get_edges)."""
+    edge = torch.zeros(instance.shape, dtype=torch.bool, device=instance.device)
+    dx = instance[..., :, 1:] != instance[..., :, :-1]
+    dy = instance[..., 1:, :] != instance[..., :-1, :]
     edge[..., :, 1:] |= dx
     edge[..., :, :-1] |= dx
     edge[..., 1:, :] |= dy
@@ -145,12 +124,9 @@ def _batched(x: torch.Tensor) -> torch.Tensor:
 
 def make_segmap(label: torch.Tensor, info: DatasetInfo, instance: torch.Tensor | None = None,
                 check: bool = True) -> torch.Tensor:
-    """Label ids [B, H, W] (or [B, 1, H, W] or [H, W]) -> float segmap [B, semantic_nc, H, W].
-
-    Channels 0..label_nc-1 are the one-hot classes; if info.contain_dontcare, channel label_nc is the
-    don't-care class (pixels equal to info.dontcare_label, or a raw 255, as the official loader rewrites 255
-    -> label_nc); if `instance` is given, a final channel holds its edge map. Any other value raises
-    DataError (check=False skips that test, which costs a device sync on GPU)."""
+    """Label ids [B, H, W] (or [B, 1, H, W] or [H, W]) -> float segmap [B, semantic_nc, H, W]: one-hot
+    classes, then don't-care (dontcare_label or a raw 255) if info.contain_dontcare, then `instance` edges if
+    given. Other ids raise DataError; check=False skips that test (a device sync on GPU)."""
     label = _batched(label).long()
     nc = info.label_nc + int(info.contain_dontcare)
     if info.contain_dontcare:
@@ -166,16 +142,12 @@ def make_segmap(label: torch.Tensor, info: DatasetInfo, instance: torch.Tensor |
     return segmap
 
 
-# ----------------------------------------------------------------------------------------------------
-# Synthetic landscapes
-# ----------------------------------------------------------------------------------------------------
-
+# --- Synthetic landscapes -----------------------------------------------------------------------------------
 CLASS_NAMES = ("sky", "cloud", "mountain", "water", "grass", "tree", "sand", "rock", "building", "road")
 SKY, CLOUD, MOUNTAIN, WATER, GRASS, TREE, SAND, ROCK, BUILDING, ROAD = range(len(CLASS_NAMES))
-PALETTE = np.array(
+PALETTE = np.array(  # label colours for `colorize` (not the photo colours)
     [[70, 130, 180], [220, 220, 235], [140, 90, 60], [30, 60, 200], [110, 200, 60],
      [20, 100, 30], [240, 210, 110], [120, 120, 120], [200, 40, 40], [60, 40, 90]], dtype=np.uint8)
-"""Label colours for `colorize` (not the photo colours)."""
 
 
 def dataset_palette(name: str, n: int = 256) -> np.ndarray:
@@ -183,13 +155,12 @@ def dataset_palette(name: str, n: int = 256) -> np.ndarray:
     return PALETTE if name == "synthetic" else make_palette(n)
 
 
+# Columns of the synthetic `style`: base_* the region's mean colour in [-1, 1] (texture and gradient are
+# zero-mean inside the region), accent_* the colour the texture moves towards, brightness (already folded
+# into base), grad_v/grad_h the colour ramp per image height/width, tex_amp the texture strength, tex_scale in
+# [0, 1] the texture's spatial scale (coarse -> fine, or period).
 STYLE_FIELDS = ("base_r", "base_g", "base_b", "accent_r", "accent_g", "accent_b",
                 "brightness", "grad_v", "grad_h", "tex_amp", "tex_scale")
-"""Columns of the synthetic `style` tensor. base_* is the region's mean colour in [-1, 1] (texture and
-gradient are zero-mean inside the region, up to clipping); accent_* the second palette colour the texture
-moves towards; brightness the factor already folded into base; grad_v/grad_h the colour ramp per image
-height/width; tex_amp the texture strength; tex_scale in [0, 1] picks the texture's spatial scale (coarse ->
-fine, or period)."""
 STYLE_DIM = len(STYLE_FIELDS)
 
 # Four photo palettes per class (RGB in [0, 1]); a region picks one, jitters it and scales its brightness.
@@ -206,33 +177,20 @@ _PHOTO_PALETTES = np.array([
     [[.30, .30, .32], [.40, .38, .35], [.22, .22, .24], [.50, .45, .40]],  # road
 ], dtype=np.float32)
 
-# Texture basis fields. The noise fields have (rows, cols) random values per shorter image side; windows and
-# ripples are periodic, their period set by the building / sand tex_scale.
+# Texture basis fields: noise with (rows, cols) random values per shorter image side, or periodic (windows,
+# ripples; period set by the building / sand tex_scale).
 _F_SMOOTH, _F_COARSE, _F_MID, _F_FINE, _F_GRAIN, _F_HSTREAK, _F_HSTREAK2, _F_VSTREAK, _F_VSTREAK2, \
-    _F_RIDGED, _F_RIDGED2, _F_WINDOWS, _F_RIPPLES = range(13)
-_N_FIELDS = 13
-_FIELD_CELLS = {
-    _F_SMOOTH: (2, 3), _F_COARSE: (5, 5), _F_MID: (10, 10), _F_FINE: (24, 24), _F_GRAIN: (64, 64),
-    _F_HSTREAK: (16, 2), _F_HSTREAK2: (40, 4), _F_VSTREAK: (3, 24), _F_VSTREAK2: (5, 56),
-    _F_RIDGED: (8, 8), _F_RIDGED2: (20, 20), _F_RIPPLES: (4, 4),
-}
-# Per class: two basis fields mixed by tex_scale, (low, high) texture amplitude, max |grad_v|.
-_TEXTURE = {
-    SKY: (_F_SMOOTH, _F_COARSE, (0.3, 0.8), 2.5),
-    CLOUD: (_F_COARSE, _F_MID, (0.5, 1.0), 1.0),
-    MOUNTAIN: (_F_RIDGED, _F_RIDGED2, (0.6, 1.1), 1.0),
-    WATER: (_F_HSTREAK, _F_HSTREAK2, (0.5, 1.0), 1.0),
-    GRASS: (_F_VSTREAK, _F_VSTREAK2, (0.5, 0.9), 1.0),
-    TREE: (_F_MID, _F_FINE, (0.8, 1.4), 0.6),
-    SAND: (_F_RIPPLES, _F_GRAIN, (0.3, 0.7), 1.0),
-    ROCK: (_F_RIDGED2, _F_FINE, (0.6, 1.1), 0.8),
-    BUILDING: (_F_WINDOWS, _F_WINDOWS, (0.5, 0.9), 0.6),
-    ROAD: (_F_GRAIN, _F_FINE, (0.3, 0.7), 0.6),
-}
-_FAMILY_A = np.array([_TEXTURE[k][0] for k in range(len(CLASS_NAMES))])
-_FAMILY_B = np.array([_TEXTURE[k][1] for k in range(len(CLASS_NAMES))])
-_AMP_RANGE = np.array([_TEXTURE[k][2] for k in range(len(CLASS_NAMES))], dtype=np.float32)
-_GRAD_V_MAX = np.array([_TEXTURE[k][3] for k in range(len(CLASS_NAMES))], dtype=np.float32)
+    _F_RIDGED, _F_RIDGED2, _F_WINDOWS, _F_RIPPLES = range(_N_FIELDS := 13)
+_FIELD_CELLS = [(2, 3), (5, 5), (10, 10), (24, 24), (64, 64), (16, 2), (40, 4), (3, 24), (5, 56), (8, 8),
+                (20, 20), None, (4, 4)]  # by field id; windows are not noise
+_TEXTURE = [  # per class: two basis fields mixed by tex_scale, (low, high) texture amplitude, max |grad_v|
+    (_F_SMOOTH, _F_COARSE, (0.3, 0.8), 2.5), (_F_COARSE, _F_MID, (0.5, 1.0), 1.0),  # sky, cloud
+    (_F_RIDGED, _F_RIDGED2, (0.6, 1.1), 1.0), (_F_HSTREAK, _F_HSTREAK2, (0.5, 1.0), 1.0),  # mountain, water
+    (_F_VSTREAK, _F_VSTREAK2, (0.5, 0.9), 1.0), (_F_MID, _F_FINE, (0.8, 1.4), 0.6),  # grass, tree
+    (_F_RIPPLES, _F_GRAIN, (0.3, 0.7), 1.0), (_F_RIDGED2, _F_FINE, (0.6, 1.1), 0.8),  # sand, rock
+    (_F_WINDOWS, _F_WINDOWS, (0.5, 0.9), 0.6), (_F_GRAIN, _F_FINE, (0.3, 0.7), 0.6)]  # building, road
+_FAMILY_A, _FAMILY_B = (np.array([t[j] for t in _TEXTURE]) for j in (0, 1))
+_AMP_RANGE, _GRAD_V_MAX = (np.array([t[j] for t in _TEXTURE], dtype=np.float32) for j in (2, 3))
 
 # Scene types: probability, chance of a mountain range, ground bands from the horizon down (class, thickness
 # range; thickness 0 = absent), (min, max) counts of trees / rocks / buildings, chance of a road.
@@ -252,9 +210,8 @@ _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 @lru_cache(maxsize=256)
 def _interp_matrix(n_out: int, n_grid: int) -> np.ndarray:
-    """(n_out, n_grid) Catmull-Rom weights that upsample a 1-D grid of random values to n_out pixels, so a 2-D
-    value-noise field is just R_y @ grid @ R_x^T (two small matmuls, no per-pixel Python). Cubic rather than
-    (smooth-step) bilinear blending avoids blocky, axis-aligned contours when the field is thresholded."""
+    """(n_out, n_grid) Catmull-Rom weights upsampling a 1-D grid to n_out pixels (2-D noise: R_y @ grid @
+    R_x^T). Cubic, not bilinear: no blocky, axis-aligned contours when thresholded."""
     pos = (np.arange(n_out) + 0.5) / n_out * n_grid - 0.5
     i = np.floor(pos).astype(int)
     f = pos - i
@@ -266,10 +223,12 @@ def _interp_matrix(n_out: int, n_grid: int) -> np.ndarray:
     return m
 
 
-def _grid_shape(shape: tuple[int, int], cells: tuple[float, float]) -> tuple[int, int]:
+def _random_grid(rng: np.random.Generator, shape: tuple[int, int], cells) -> np.ndarray:
+    """Uniform [-1, 1] grid with `cells` = (rows, cols) values per shorter side of an image of `shape`."""
     h, w = shape
     s = min(h, w)
-    return max(2, round(cells[0] * h / s)), max(2, round(cells[1] * w / s))
+    size = max(2, round(cells[0] * h / s)), max(2, round(cells[1] * w / s))
+    return rng.uniform(-1, 1, size=size).astype(np.float32)
 
 
 def _upsample(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -278,7 +237,7 @@ def _upsample(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def _noise2d(rng: np.random.Generator, shape: tuple[int, int], cells: tuple[float, float]) -> np.ndarray:
     """Value noise in about [-1, 1] with `cells` = (rows, cols) random values per shorter image side."""
-    return _upsample(rng.uniform(-1, 1, size=_grid_shape(shape, cells)).astype(np.float32), shape)
+    return _upsample(_random_grid(rng, shape, cells), shape)
 
 
 def _noise1d(rng: np.random.Generator, xn: np.ndarray, n_ctrl: int) -> np.ndarray:
@@ -287,16 +246,10 @@ def _noise1d(rng: np.random.Generator, xn: np.ndarray, n_ctrl: int) -> np.ndarra
 
 
 class SyntheticLandscapes(Dataset):
-    """Procedural landscapes: 10 classes with distinct textures laid out plausibly (sky above a horizon,
-    clouds in the sky, a mountain range behind water/ground, trees and rocks standing on the ground, buildings
-    and a road in towns, ~10% near-uniform images). Each region's style (palette, brightness, gradient,
-    texture strength and scale) is drawn independently per image and per class, and returned as `style`
-    (label_nc, STYLE_DIM).
-
-    Sample i of split s is a pure function of (seed, s, i): layout, texture noise and style use three separate
-    numpy streams seeded by (seed, split id, i, stream), so train/val/test never share a sample and `render(i,
-    style=other)` repaints the same layout and noise with another style (SEAN style-transfer ground truth).
-    Everything is vectorised numpy (about 2 ms of one CPU core per 128x128 sample)."""
+    """Procedural landscapes: 10 textured classes in plausible layouts, each region's style drawn per image
+    and class and returned as `style`. Sample i is a pure function of (seed, split, i), with separate random
+    streams for layout, style and noise, so `render(i, style=other)` repaints the same layout and noise with
+    another style (SEAN style-transfer ground truth). About 2 ms of one core per 128x128 sample."""
 
     def __init__(self, split: str = "train", size: int | tuple[int, int] = 64, length: int | None = None,
                  seed: int = 0):
@@ -308,13 +261,12 @@ class SyntheticLandscapes(Dataset):
             raise ValueError(f"size must be at least 8 pixels, got {self.size}")
         self.length = length if length is not None else (10000 if split == "train" else 1000)
         self.seed = seed
-        self.info = DatasetInfo(
-            name="synthetic", label_nc=len(CLASS_NAMES), class_names=CLASS_NAMES, preprocess_mode="none",
-            load_size=self.size[1], crop_size=self.size[1], aspect_ratio=self.size[1] / self.size[0],
-            style_dim=STYLE_DIM)
         h, w = self.size
-        s = min(h, w)
+        self.info = DatasetInfo(name="synthetic", label_nc=len(CLASS_NAMES), class_names=CLASS_NAMES,
+                                preprocess_mode="none", load_size=w, crop_size=w, aspect_ratio=w / h,
+                                style_dim=STYLE_DIM)
         # pixel coordinates in shorter-side units (aspect-independent shapes) and normalised [0, 1] ones
+        s = min(h, w)
         self._Y = ((np.arange(h, dtype=np.float32) + 0.5) / s)[:, None]
         self._X = ((np.arange(w, dtype=np.float32) + 0.5) / s)[None, :]
         self._yn = ((np.arange(h, dtype=np.float32) + 0.5) / h)[:, None]
@@ -326,10 +278,9 @@ class SyntheticLandscapes(Dataset):
     def _rng(self, index: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, _SPLIT_IDS[self.split], index, stream])
 
-    # -- layout: the steps draw from one random stream, so reordering them would change every sample -------
+    # -- layout: all steps draw from one random stream, so reordering them would change every sample --------
     def layout(self, index: int) -> np.ndarray:
-        """Label map (H, W) int64 of sample `index`: sky, a horizon, clouds, maybe mountains, ground bands,
-        buildings, a road, then trees and rocks standing on the ground."""
+        """Label map (H, W) int64 of sample `index`."""
         rng = self._rng(index, 0)
         scene = _SCENE_NAMES[rng.choice(len(_SCENE_NAMES), p=_SCENE_P)]
         if scene == "uniform":
@@ -435,7 +386,7 @@ class SyntheticLandscapes(Dataset):
              + ((Y[None] - cy[:, None, None]) / ry[:, None, None]) ** 2).min(0)
         label[q < 1 + 0.35 * lump] = cls
 
-    # -- style ----------------------------------------------------------------------------------------------
+    # -- style and rendering --------------------------------------------------------------------------------
     def sample_style(self, index: int) -> np.ndarray:
         """Style parameters (label_nc, STYLE_DIM) float32 of sample `index`; classes drawn independently."""
         rng = self._rng(index, 1)
@@ -456,14 +407,12 @@ class SyntheticLandscapes(Dataset):
                                 grad_h[:, None], amp[:, None], scale[:, None]], axis=1)
         return style.astype(np.float32)
 
-    # -- rendering ------------------------------------------------------------------------------------------
     def _fields(self, rng: np.random.Generator, style: np.ndarray, needed: set[int]) -> dict[int, np.ndarray]:
         """Zero-mean-ish basis textures; the periodic ones take their period from building/sand tex_scale."""
         hw, X, Y = self.size, self._X, self._Y
-        px = 1.0 / min(hw)  # one pixel in shorter-side units, the smallest period we allow is 3 pixels
-        # draw every random grid, needed or not, so a field's noise never depends on which classes are present
-        grids = {key: rng.uniform(-1, 1, _grid_shape(hw, cells)).astype(np.float32)
-                 for key, cells in _FIELD_CELLS.items()}
+        px = 1.0 / min(hw)  # one pixel in shorter-side units: periods are at least 3 pixels
+        # every grid is drawn, needed or not, so a field's noise never depends on which classes are present
+        grids = {key: _random_grid(rng, hw, cells) for key, cells in enumerate(_FIELD_CELLS) if cells}
         f = {key: _upsample(g, hw) for key, g in grids.items() if key in needed}
         for key in (_F_RIDGED, _F_RIDGED2):  # ridges: folded noise, re-centred
             if key in f:
@@ -480,7 +429,7 @@ class SyntheticLandscapes(Dataset):
 
     def render(self, index: int, style=None, label: np.ndarray | None = None) -> torch.Tensor:
         """Photo [3, H, W] in [-1, 1] of sample `index` (its own layout and texture noise) painted with
-        `style` (defaults to the sample's own). Each pixel depends only on its own class's style row."""
+        `style` (default: its own). Each pixel depends only on its own class's style row."""
         label = self.layout(index) if label is None else label
         style = self.sample_style(index) if style is None else np.asarray(style, dtype=np.float32)
         k = len(CLASS_NAMES)
@@ -495,8 +444,7 @@ class SyntheticLandscapes(Dataset):
         weights = np.zeros((k, _N_FIELDS), dtype=np.float32)
         np.add.at(weights, (np.arange(k), _FAMILY_A), amp * (1 - scale))
         np.add.at(weights, (np.arange(k), _FAMILY_B), amp * scale)
-        # the colour ramp grad_v * (y - y_c) + grad_h * (x - x_c) turns around the region's own centroid, so
-        # it does not move the region's mean colour
+        # the colour ramp turns around the region's own centroid, so it does not move the region's mean colour
         count = np.maximum(count, 1)
         ycen = np.bincount(flat, weights=np.repeat(self._yn[:, 0], w), minlength=k) / count
         xcen = np.bincount(flat, weights=np.tile(self._xn, h), minlength=k) / count
@@ -509,11 +457,9 @@ class SyntheticLandscapes(Dataset):
         t = per_pixel[nf] * self._yn + per_pixel[nf + 1] * self._xn[None] + per_pixel[nf + 2]
         for i, key in enumerate(needed):
             t += per_pixel[i] * fields[key]
-        # exactly zero-mean inside every region (from that region's pixels only): the region's mean colour is
-        # then its base colour, up to clipping
+        # exactly zero-mean inside every region, so the region's mean colour is its base (up to clipping)
         t -= (np.bincount(flat, weights=t.ravel(), minlength=k) / count).astype(np.float32)[label]
-        # colour = base + t * (accent - base)
-        img = per_pixel[nf + 3:nf + 6] + t[None] * per_pixel[nf + 6:nf + 9]
+        img = per_pixel[nf + 3:nf + 6] + t[None] * per_pixel[nf + 6:nf + 9]  # base + t * (accent - base)
         return torch.from_numpy(np.clip(img, -1, 1, out=img))
 
     def __getitem__(self, index: int) -> dict:
@@ -521,15 +467,11 @@ class SyntheticLandscapes(Dataset):
             raise IndexError(f"index {index} out of range for {self.length} samples")
         label = self.layout(index)
         style = self.sample_style(index)
-        image = self.render(index, style, label)
-        return dict(label=torch.from_numpy(label), image=image, style=torch.from_numpy(style),
-                    path=f"synthetic/{self.split}/{index:06d}")
+        return dict(label=torch.from_numpy(label), image=self.render(index, style, label),
+                    style=torch.from_numpy(style), path=f"synthetic/{self.split}/{index:06d}")
 
 
-# ----------------------------------------------------------------------------------------------------
-# Preprocessing (identical geometry for image, label and instance map)
-# ----------------------------------------------------------------------------------------------------
-
+# --- Preprocessing: one geometry for image, label and instance map ------------------------------------------
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "fixed", "none")
 
 
@@ -549,8 +491,8 @@ def _check_mode(mode: str) -> None:
 
 def sample_geometry(hw: tuple[int, int], mode: str, load_size: int, crop_hw: tuple[int, int], train: bool,
                     flip: bool = True, generator: torch.Generator | None = None, path: str = "") -> Geometry:
-    """Resize/crop/flip for an (H, W) input, following the official preprocess modes. Train crops are random,
-    other splits take the centre crop; flips only in training (as the official isTrain and not no_flip)."""
+    """Resize/crop/flip for an (H, W) input as the official preprocess modes; random crop and flip only in
+    training, else centre crop."""
     _check_mode(mode)
     h, w = hw
     ch, cw = crop_hw
@@ -575,8 +517,7 @@ def sample_geometry(hw: tuple[int, int], mode: str, load_size: int, crop_hw: tup
 
 
 def apply_geometry(x: torch.Tensor, geo: Geometry, is_label: bool) -> torch.Tensor:
-    """Apply `geo` to a [C, H, W] tensor: nearest for label / instance maps, antialiased bicubic for photos.
-    Labels are never interpolated, so no new class ids appear."""
+    """Apply `geo` to [C, H, W]: nearest for label / instance maps (no new ids), bicubic for photos."""
     if geo.resize is not None:
         mode = InterpolationMode.NEAREST_EXACT if is_label else InterpolationMode.BICUBIC
         x = TF.resize(x, list(geo.resize), interpolation=mode, antialias=True)  # ignored for nearest
@@ -585,10 +526,7 @@ def apply_geometry(x: torch.Tensor, geo: Geometry, is_label: bool) -> torch.Tens
     return TF.horizontal_flip(x) if geo.flip else x
 
 
-# ----------------------------------------------------------------------------------------------------
-# Real datasets: file discovery and pairing
-# ----------------------------------------------------------------------------------------------------
-
+# --- Real datasets: finding, pairing and reading files ------------------------------------------------------
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -608,14 +546,15 @@ def list_images(folder: str | Path, recursive: bool = False, what: str = "images
     return sorted(paths, key=_natural_key)
 
 
-def _stem(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0]
+def _folders(root: Path, what: str, **kinds: str) -> dict[str, list[str]]:
+    """{kind: images of root/folder} for kind=folder; errors name the files as '<what> <kind>s'."""
+    return {kind: list_images(Path(root) / sub, what=f"{what} {kind}s") for kind, sub in kinds.items()}
 
 
-def _pair(named: dict[str, list[str]], key=_stem) -> list[tuple[str, ...]]:
-    """Pair files of several kinds by key(path); every kind must cover exactly the same keys. Returns tuples
-    in the order of `named`, sorted by the first kind's order. Unmatched or duplicate names raise
-    DataError."""
+def _pair(named: dict[str, list[str]], key=None) -> list[tuple[str, ...]]:
+    """Pair files of several kinds by key(path) (default: file name without extension), each key once in
+    every kind; tuples in the order of `named`, sorted like the first kind."""
+    key = key or (lambda p: os.path.splitext(os.path.basename(p))[0])
     tables = {}
     for kind, paths in named.items():
         tables[kind] = {}
@@ -634,24 +573,14 @@ def _pair(named: dict[str, list[str]], key=_stem) -> list[tuple[str, ...]]:
     return [tuple(t[k] for t in tables.values()) for k in sorted(first, key=lambda k: _natural_key(first[k]))]
 
 
-def _label_and_image_folders(labels: Path, images: Path, what: str) -> dict[str, list[str]]:
-    return {"label": list_images(labels, what=f"{what} labels"),
-            "image": list_images(images, what=f"{what} images")}
-
-
-# ----------------------------------------------------------------------------------------------------
-# Reading files; colour label maps
-# ----------------------------------------------------------------------------------------------------
-
-# Built-in palettes: the colours the official SPADE code draws each dataset's ids with (its labelcolormap),
-# which the GauGAN demo also used.
-CITYSCAPES_COLOURS = np.array([  # by labelId 0..34, as the Cityscapes label definitions
-    (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (111, 74, 0), (81, 0, 81), (128, 64, 128),
-    (244, 35, 232), (250, 170, 160), (230, 150, 140), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (180, 165, 180), (150, 100, 100), (150, 120, 90), (153, 153, 153), (153, 153, 153), (250, 170, 30),
-    (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142),
-    (0, 0, 70), (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-    (0, 0, 142)], dtype=np.uint8)
+# Built-in palettes: the official SPADE code's colours for each dataset's ids (its labelcolormap, which the
+# GauGAN demo also used). Cityscapes: by labelId 0..34, as the Cityscapes label definitions.
+CITYSCAPES_COLOURS = np.array([(0, 0, 0)] * 5 + [
+    (111, 74, 0), (81, 0, 81), (128, 64, 128), (244, 35, 232), (250, 170, 160), (230, 150, 140), (70, 70, 70),
+    (102, 102, 156), (190, 153, 153), (180, 165, 180), (150, 100, 100), (150, 120, 90), (153, 153, 153),
+    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180),
+    (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100),
+    (0, 0, 230), (119, 11, 32), (0, 0, 142)], dtype=np.uint8)
 # COCO-Stuff ids the GauGAN palette paints in natural colours: sea, sky-other, tree, clouds, grass.
 COCO_NATURAL_COLOURS = {154: (54, 62, 167), 156: (95, 219, 255), 168: (140, 104, 47), 105: (170, 170, 170),
                         123: (29, 195, 49)}
@@ -659,8 +588,7 @@ COCO_NATURAL_COLOURS = {154: (54, 62, 167), 156: (95, 219, 255), 168: (140, 104,
 
 def _coco_colours() -> np.ndarray:
     pal = spade_colormap(182)
-    for k, rgb in COCO_NATURAL_COLOURS.items():
-        pal[k] = rgb
+    pal[list(COCO_NATURAL_COLOURS)] = list(COCO_NATURAL_COLOURS.values())
     return pal
 
 
@@ -679,9 +607,8 @@ def _colour_codes(rgb: np.ndarray) -> np.ndarray:
 
 
 def load_palette(spec) -> dict[int, int]:
-    """A palette as {0xRRGGBB: id}. spec: a built-in name (BUILTIN_PALETTES), an array of colours indexed by
-    id, or a JSON file holding either a list of [r, g, b] (index = id) or an object {"#rrggbb": id}. Where
-    two ids share a colour (Cityscapes' void classes 0-4, pole/polegroup) the first id wins."""
+    """A palette as {0xRRGGBB: id} from a built-in name (BUILTIN_PALETTES), colours indexed by id, or a JSON
+    file holding [[r, g, b], ...] or {"#rrggbb": id}. A colour shared by two ids maps to the first."""
     if isinstance(spec, str) and spec in BUILTIN_PALETTES:
         spec = BUILTIN_PALETTES[spec]()
     elif isinstance(spec, (str, Path)):
@@ -705,8 +632,7 @@ def load_palette(spec) -> dict[int, int]:
 
 
 def decode_colours(rgb: np.ndarray, palette: dict[int, int], path: str) -> np.ndarray:
-    """(H, W, 3) uint8 colours -> int64 (H, W) ids; a colour outside the palette is an error that names the
-    file, the colour and the first pixel that has it."""
+    """(H, W, 3) uint8 colours -> int64 (H, W) ids; DataError for a colour outside the palette."""
     codes = _colour_codes(rgb)
     uniq, inverse = np.unique(codes, return_inverse=True)
     unknown = [c for c in uniq.tolist() if c not in palette]
@@ -729,9 +655,7 @@ def _open(path: str) -> Image.Image:
 
 
 def read_label_file(path: str, palette: dict[int, int] | None = None) -> np.ndarray:
-    """Label map file -> int64 (H, W) ids as the dataset stores them. Single-channel maps (mode L, P, I,
-    I;16 or 1) hold the ids; colour maps (RGB/RGBA, one colour per class, as annotation tools export them)
-    are decoded with `palette` (see load_palette), and need one."""
+    """Label map file -> int64 (H, W) ids as stored; colour maps (RGB/RGBA) are decoded with `palette`."""
     im = _open(path)
     if im.mode in ("RGB", "RGBA"):
         if palette is None:
@@ -751,15 +675,10 @@ def read_image_file(path: str) -> torch.Tensor:
     return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 127.5 - 1
 
 
-# ----------------------------------------------------------------------------------------------------
-# Real datasets: one loader, one small class per official layout
-# ----------------------------------------------------------------------------------------------------
-
-
+# --- Real datasets: one loader, one small class per official layout -----------------------------------------
 class PairedFolderDataset(Dataset):
-    """Label / photo (/ instance) files already paired; reads, validates, maps ids and preprocesses.
-
-    Subclasses (one per official layout) only find and pair the files and may override `map_label`."""
+    """Reads, validates, maps and preprocesses paired label / photo (/ instance) files; subclasses (one per
+    official layout) find and pair the files and may override `map_label`."""
 
     def __init__(self, pairs: list[tuple[str, ...]], info: DatasetInfo, split: str = "train",
                  size: int | tuple[int, int] | None = None, preprocess_mode: str | None = None,
@@ -788,9 +707,8 @@ class PairedFolderDataset(Dataset):
         return len(self.pairs)
 
     def map_label(self, raw: np.ndarray, path: str) -> np.ndarray:
-        """Raw file ids -> training ids; an on-disk 255 is don't-care (official: 255 -> label_nc). Any other
-        id outside 0..label_nc-1 is an error, even one equal to the internal don't-care id (COCO-Stuff's
-        182). Uses only self.info (evaluate.py calls it on a stand-in)."""
+        """Raw file ids -> training ids: 255 is don't-care (official: 255 -> label_nc), other ids outside
+        0..label_nc-1 raise. Uses only self.info (evaluate.py calls it on a stand-in)."""
         info = self.info
         dontcare = 255 if info.contain_dontcare else None
         check_raw_ids(raw, invalid_ids(raw, info.label_nc, dontcare), path,
@@ -798,8 +716,7 @@ class PairedFolderDataset(Dataset):
         return raw.copy() if dontcare is None else np.where(raw == 255, info.dontcare_label, raw)
 
     def verify(self, max_errors: int = 10) -> None:
-        """Read every sample once (files are otherwise read only when used) and raise one DataError listing
-        the first `max_errors` problems, e.g. before starting a long training run."""
+        """Read every sample (e.g. before a long run); one DataError lists the first `max_errors` problems."""
         errors = []
         for i in range(len(self)):
             try:
@@ -838,8 +755,7 @@ def _phase(split: str) -> str:
 
 class CityscapesDataset(PairedFolderDataset):
     """Cityscapes: root/leftImg8bit/{train,val}/<city>/*_leftImg8bit.png, root/gtFine/{train,val}/<city>/
-    *_gtFine_labelIds.png (35 ids, no don't-care) and *_gtFine_instanceIds.png (16-bit, edges). Paper: fixed
-    512x256 (crop 512, aspect 2)."""
+    *_gtFine_labelIds.png (35 ids) and *_gtFine_instanceIds.png (16-bit). Paper: fixed 512x256."""
 
     INFO = DatasetInfo(name="cityscapes", label_nc=35, has_instance=True, preprocess_mode="fixed",
                        load_size=512, crop_size=512, aspect_ratio=2.0)
@@ -860,12 +776,9 @@ class CityscapesDataset(PairedFolderDataset):
 
 
 class ADE20KDataset(PairedFolderDataset):
-    """ADE20K (ADEChallengeData2016): images/{training,validation}/ADE_{train,val}_*.jpg and
-    annotations/.../*.png, 150 classes. Raw id 0 ('unknown') is a real don't-care: the official postprocess
-    meant label - 1 with -1 -> label_nc but never wrote the result back (so official models trained with 151
-    one-hot channels indexed by the raw ids). We apply the intended mapping: raw k -> k - 1, raw 0 -> 150
-    (don't-care); official_ids=True keeps the raw ids, as the released code effectively did (for its
-    checkpoints)."""
+    """ADE20K (ADEChallengeData2016): images/.../ADE_{train,val}_*.jpg, annotations/.../*.png, 150 classes.
+    Raw 0 ('unknown') is don't-care: raw k -> k - 1, 0 -> 150, the mapping the official postprocess meant
+    but never wrote back; official_ids=True keeps the raw ids, as its released checkpoints saw them."""
 
     INFO = DatasetInfo(name="ade20k", label_nc=150, contain_dontcare=True, dontcare_label=150)
 
@@ -884,15 +797,12 @@ class ADE20KDataset(PairedFolderDataset):
         # on disk only 0 ('unknown') and the classes 1..150 exist; 151 would silently become don't-care below
         nc = self.info.label_nc
         check_raw_ids(raw, invalid_ids(raw, nc + 1), path, f"1..{nc}, 0 = unknown")
-        if self.official_ids:
-            return raw.copy()
-        return np.where(raw == 0, self.info.dontcare_label, raw - 1)
+        return raw.copy() if self.official_ids else np.where(raw == 0, self.info.dontcare_label, raw - 1)
 
 
 class CocoStuffDataset(PairedFolderDataset):
-    """COCO-Stuff: root/{train,val}_label (ids, 255 = unlabeled -> don't-care), {train,val}_img,
-    {train,val}_inst; in training also the optional *_portrait folders, as the official loader. 182
-    classes."""
+    """COCO-Stuff: root/{train,val}_{label,img,inst} (182 classes, 255 = unlabeled -> don't-care), in
+    training also the optional *_portrait folders, as the official loader."""
 
     INFO = DatasetInfo(name="coco", label_nc=182, contain_dontcare=True, dontcare_label=182,
                        has_instance=True)
@@ -910,10 +820,8 @@ class CocoStuffDataset(PairedFolderDataset):
 
 
 class CelebAMaskHQDataset(PairedFolderDataset):
-    """CelebAMask-HQ as prepared by SEAN: root/{train,test}/images/*.jpg and root/{train,test}/labels/*.png
-    with 19 part ids (0 background), no don't-care, no instances. Preprocessing as the official SEAN README's
-    train/test commands (custom dataset mode: resize_and_crop with --load_size 256 --crop_size 256, i.e. a
-    plain resize to 256x256); the paper itself does not state it."""
+    """CelebAMask-HQ as prepared by SEAN: root/{train,test}/{images/*.jpg,labels/*.png}, 19 part ids. Resized
+    to 256x256 as the official SEAN README's commands (the paper does not say)."""
 
     INFO = DatasetInfo(
         name="celebamask", label_nc=19, preprocess_mode="resize_and_crop", load_size=256, crop_size=256,
@@ -923,27 +831,24 @@ class CelebAMaskHQDataset(PairedFolderDataset):
     def __init__(self, root, split="train", **kw):
         root = Path(root)
         sub = root / ("train" if split == "train" else ("test" if (root / "test").is_dir() else "val"))
-        named = _label_and_image_folders(sub / "labels", sub / "images", "CelebAMask-HQ")
+        named = _folders(sub, "CelebAMask-HQ", label="labels", image="images")
         super().__init__(_pair(named), self.INFO, split, **kw)
 
 
 class FacadesDataset(PairedFolderDataset):
-    """CMP Facades: root/{train,val}_label, root/{train,val}_img; label_nc 13, no don't-care, no instances."""
+    """CMP Facades: root/{train,val}_label, root/{train,val}_img; 13 classes."""
 
     INFO = DatasetInfo(name="facades", label_nc=13)
 
     def __init__(self, root, split="train", **kw):
         phase = _phase(split)
-        named = _label_and_image_folders(Path(root) / f"{phase}_label", Path(root) / f"{phase}_img",
-                                         "Facades")
+        named = _folders(root, "Facades", label=f"{phase}_label", image=f"{phase}_img")
         super().__init__(_pair(named), self.INFO, split, **kw)
 
 
 class CustomFolderDataset(PairedFolderDataset):
-    """Any folder root/images, root/labels and optional root/instances, paired by file name. label_nc /
-    contain_dontcare come from the arguments or from root/info.json (written by `export_folder`). Labels are
-    single-channel id maps, or colour images with a palette (palette=..., or "palette" in info.json: a
-    built-in name or a JSON file in the folder)."""
+    """Any folder root/images, root/labels, optional root/instances, paired by file name; label_nc etc. from
+    the arguments or root/info.json (see `export_folder`), which may name a palette for colour labels."""
 
     def __init__(self, root, split="train", label_nc: int | None = None, contain_dontcare: bool | None = None,
                  class_names=None, use_instance=True, **kw):
@@ -968,27 +873,20 @@ class CustomFolderDataset(PairedFolderDataset):
                            class_names=tuple(class_names or meta.get("class_names", ())),
                            crop_size=crop, load_size=round(crop * 286 / 256),
                            aspect_ratio=float(meta.get("aspect_ratio", 1.0)))
-        named = _label_and_image_folders(root / "labels", root / "images", "custom")
-        if has_inst and use_instance:
-            named["instance"] = list_images(root / "instances", what="custom instances")
+        instances = {"instance": "instances"} if has_inst and use_instance else {}
+        named = _folders(root, "custom", label="labels", image="images", **instances)
         super().__init__(_pair(named), info, split, use_instance=use_instance, **kw)
 
 
-DATASETS = {
-    "synthetic": SyntheticLandscapes,
-    "cityscapes": CityscapesDataset,
-    "ade20k": ADE20KDataset,
-    "coco": CocoStuffDataset,
-    "celebamask": CelebAMaskHQDataset,
-    "facades": FacadesDataset,
-    "custom": CustomFolderDataset,
-}
+DATASETS = {"synthetic": SyntheticLandscapes, "cityscapes": CityscapesDataset, "ade20k": ADE20KDataset,
+            "coco": CocoStuffDataset, "celebamask": CelebAMaskHQDataset, "facades": FacadesDataset,
+            "custom": CustomFolderDataset}
 
 
 def build_dataset(name: str, root: str | None = None, split: str = "train",
                   size: int | tuple[int, int] | None = None, **kw) -> Dataset:
-    """Dataset by name (see DATASETS). `size` is the output size (int or (H, W)); None = the paper default
-    (synthetic: 64). Extra keywords go to the dataset class (preprocess_mode, load_size, flip, length...)."""
+    """Dataset by name (see DATASETS) at output `size` (int or (H, W); None: the paper's, synthetic 64).
+    Extra keywords go to the dataset class (preprocess_mode, load_size, flip, length...)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {list(DATASETS)}")
     if name == "synthetic":
@@ -998,14 +896,10 @@ def build_dataset(name: str, root: str | None = None, split: str = "train",
     return DATASETS[name](root, split=split, size=size, **kw)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Export, preview, statistics
-# ----------------------------------------------------------------------------------------------------
-
-
+# --- Export, preview, statistics ----------------------------------------------------------------------------
 def export_folder(dataset: Dataset, out_dir: str | Path, n: int, start: int = 0) -> Path:
-    """Write samples start..start+n-1 as out_dir/images/*.png, labels/*.png (uint8 ids), instances/*.png (if
-    any), info.json and (for the synthetic set) styles.npy, i.e. the layout CustomFolderDataset reads."""
+    """Write samples start..start+n-1 as CustomFolderDataset reads them: images/, labels/ (uint8 ids),
+    instances/, info.json and (synthetic) styles.npy."""
     out = Path(out_dir)
     if n < 1 or n > len(dataset) - start:
         raise ValueError(f"asked for {n} samples from {start} but the dataset has {len(dataset)}")
@@ -1051,9 +945,8 @@ def preview(dataset: Dataset, path: str | Path, n: int = 16, nrow: int = 8) -> P
 
 
 def region_mean_colours(image: torch.Tensor, label: torch.Tensor, label_nc: int):
-    """Per-class mean colour of a batch: image [B, 3, H, W], label [B, H, W] -> (means [B, label_nc, 3], pixel
-    counts [B, label_nc]); means are 0 where a class is absent. Compare with style[..., :3] of the synthetic
-    set to check that a (transferred) region style landed where it should."""
+    """Per-class mean colours [B, label_nc, 3] (0 where absent) and pixel counts [B, label_nc] of images
+    [B, 3, H, W]; compare with the synthetic style[..., :3] to see where a transferred style landed."""
     b = image.shape[0]
     idx = label.reshape(b, 1, -1).long().clamp(0, label_nc)  # out-of-range / don't-care -> a spare bin
     sums = torch.zeros(b, 3, label_nc + 1, dtype=image.dtype, device=image.device)
@@ -1073,17 +966,6 @@ def class_frequencies(dataset: Dataset, n: int = 200) -> np.ndarray:
     return counts[: dataset.info.label_nc] / counts.sum()
 
 
-def _bench(ds: SyntheticLandscapes, seconds: float = 3.0) -> None:
-    ds[0]  # warm-up: interpolation matrices are cached
-    t0, c0, count = time.perf_counter(), time.process_time(), 0
-    while time.perf_counter() - t0 < seconds:
-        ds[count]
-        count += 1
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(f"{count / wall:.0f} samples/s wall, {count / cpu:.0f} samples/s per CPU-second, at "
-          f"{ds.size[0]}x{ds.size[1]} (torch threads {torch.get_num_threads()})")
-
-
 def _main():
     ap = argparse.ArgumentParser(description="Synthetic landscapes: preview, class frequencies, export")
     ap.add_argument("--out", default="assets/synthetic_preview.png", help="preview image path")
@@ -1096,8 +978,15 @@ def _main():
     args = ap.parse_args()
     size = args.size[0] if len(args.size) == 1 else tuple(args.size[:2])
     ds = SyntheticLandscapes(args.split, size=size, seed=args.seed, length=max(args.n, 10000))
-    if args.bench:
-        _bench(ds)
+    if args.bench:  # 3 seconds of samples, after a warm-up that caches the interpolation matrices
+        ds[0]
+        t0, c0, count = time.perf_counter(), time.process_time(), 0
+        while time.perf_counter() - t0 < 3.0:
+            ds[count]
+            count += 1
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        print(f"{count / wall:.0f} samples/s wall, {count / cpu:.0f} samples/s per CPU-second, at "
+              f"{ds.size[0]}x{ds.size[1]} (torch threads {torch.get_num_threads()})")
     elif args.export:
         print("exported to", export_folder(ds, args.export, args.n))
     else:

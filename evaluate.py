@@ -2,39 +2,25 @@
 
 Neither official repository ships its evaluation code; this file writes it out:
 
-* mIoU and pixel accuracy of a segmentation network run on images synthesized from the validation label maps
-  (SPADE Table 1, SEAN Table 1). The segmenter is a compact U-Net trained here on the dataset's real training
-  images (once, cached by dataset and size); its score on the real validation images is the "ground truth"
-  row, the upper bound. Any TorchScript segmenter (DRN-D-105, UperNet, DeepLab-v2 exports) can replace it.
-* FID on Inception-v3 pool3 features: pytorch-fid's network with its weight file. Without that weight file
-  the Frechet distance is computed on the segmenter's features and reported as "FSD (segmenter features)" -
-  never under the name FID, because the number is not comparable to any published FID.
-* Reconstruction from an image's own style (SEAN Table 2): PSNR, SSIM and RMSE; SEAN uses the style codes of
-  the image, SPADE+VAE the mean of its encoding.
-* Multi-modality: mean pairwise L1 distance, MS-SSIM (torchmetrics; lower = more diverse, as OASIS reports
-  it) and LPIPS (torchmetrics' AlexNet LPIPS, only when torchvision's ImageNet AlexNet file is present)
-  between samples drawn for the same label map.
-* During training (train.py --eval-every N): mIoU / accuracy and the Frechet distance on a fixed validation
-  subset, with the same segmenter and features (TrainingEvaluator).
-* Per-region style transfer on the synthetic landscapes: one region's style moved from image B into image A.
-
-Commands (a Markdown table and a JSON file come out of ``metrics``):
+* mIoU / pixel accuracy of a segmenter run on images synthesized from the validation label maps (SPADE and
+  SEAN Table 1): a compact U-Net trained here on the real training images (cached), or any TorchScript
+  segmenter. Its score on the real validation images is the "ground truth" row.
+* FID on pytorch-fid's Inception-v3 pool3 features. Without that weight file the Frechet distance is computed
+  on the segmenter's features and named "FSD (segmenter features)", never FID: it is not comparable.
+* Reconstruction from an image's own style (SEAN Table 2): PSNR, SSIM, RMSE. Diversity of SPADE+VAE samples
+  (pairwise L1, MS-SSIM, LPIPS); SEAN per-region style transfer on the synthetic landscapes; the same
+  segmenter and features during training (TrainingEvaluator, train.py --eval-every).
 
     python evaluate.py metrics --ckpt runs/spade/ckpt.pt runs/sean/ckpt.pt --out results/
     python evaluate.py synthesize --ckpt ckpt.pt --labels labels/ --out out/ [--n-samples 4]
         [--style-image photo.png:photo_label.png] [--region-style sky=a.png:a_label.png]
+    python evaluate.py figures --ckpt runs/spade runs/sean --sean runs/sean --out assets
     python evaluate.py segmenter --dataset synthetic --size 64      # train (or load) the cached segmenter
 
-Protocol choices that the papers leave open, fixed here and written into every JSON result:
-images are quantized exactly as a PNG file would store them (uint8, ``round((x + 1) * 127.5)``) before any
-metric; Inception takes images in [0, 1], resized to 299x299 with bilinear interpolation (``align_corners=
-False``, no antialiasing) and mapped to [-1, 1] - pytorch-fid's InceptionV3 does both itself; covariances are
-unbiased (``N - 1``), as numpy's ``np.cov``; the confusion matrix is summed over the whole set before mIoU;
-PSNR, SSIM and RMSE are computed per image on [0, 1] pixels and averaged, SSIM over the region where its 11x11
-window fits (Wang et al.'s definition); the synthetic dataset's validation split uses the training run's seed
-(disjoint from its training split). A run folder may be passed for --ckpt (its newest ckpt_*.pt is used).
-The FID needs the same number of images for every row, and with few hundred images it is biased upwards:
-compare rows of one table, not across tables.
+Protocol choices the papers leave open (written into every JSON result): images are quantized as a PNG stores
+them (uint8) before any metric; Inception takes [0, 1] images resized to 299x299 (bilinear); covariances are
+unbiased (N - 1); the confusion matrix is summed over the whole set before mIoU; PSNR, SSIM and RMSE are per
+image on [0, 1] pixels, then averaged. A few hundred images bias the FID upwards: compare rows of one table.
 """
 
 from __future__ import annotations
@@ -71,11 +57,11 @@ FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid
 FID_RESIZE = 299  # pytorch-fid's InceptionV3(resize_input=True) input size, recorded in every result
 FALLBACK_NAME = "FSD (segmenter features)"
 DEFAULT_CACHE = Path(__file__).resolve().parent / "data_cache" / "segmenters"
+LPIPS_BACKBONE = "alexnet-owt-7be5be79.pth"  # torchvision's ImageNet AlexNet (LPIPS heads: torchmetrics)
+MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, five scales
 
 
-# ------------------------------------------------------------------------------------------------------------
-# 1. Metrics on tensors
-# ------------------------------------------------------------------------------------------------------------
+# --- 1. Metrics on tensors ----------------------------------------------------------------------------------
 
 
 def quantize_png(x: torch.Tensor) -> torch.Tensor:
@@ -87,8 +73,9 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
                      ignore_index: int | None = None) -> torch.Tensor:
     """(K, K) int64 counts, rows = ground-truth class, columns = predicted class; ignore_index dropped."""
     pred, target = pred.reshape(-1).long(), target.reshape(-1).long()
-    keep = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
-    pred, target = pred[keep], target[keep]
+    if ignore_index is not None:
+        keep = target != ignore_index
+        pred, target = pred[keep], target[keep]
     if target.numel() and (target.min() < 0 or target.max() >= num_classes):
         bad = sorted(set(target.unique().tolist()) - set(range(num_classes)))[:10]
         raise ValueError(f"ground-truth ids must lie in [0, {num_classes}) or be the don't-care id "
@@ -100,20 +87,15 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
 
 
 def miou_and_accuracy(conf: torch.Tensor) -> dict:
-    """mIoU and pixel accuracy from a confusion matrix accumulated over the whole evaluation set.
-
-    Don't-care pixels never enter ``conf`` (see ``confusion_matrix``). A class absent from both the ground
-    truth and the predictions of the whole set has TP + FP + FN = 0: its IoU is undefined (NaN) and it is left
-    out of the mean, as the papers' segmentation codes do (DRN's ``np.nanmean`` of per-class IoU; the ADE20K
-    toolkit likewise averages over classes that occur). A class predicted but never in the ground truth counts
-    with IoU 0. The matrix is accumulated over all images first (not a mean of per-image scores).
-    """
+    """mIoU and pixel accuracy of a confusion matrix summed over the whole set. A class absent from both
+    ground truth and predictions has an undefined IoU (NaN) and is left out of the mean, as DRN's
+    ``np.nanmean`` and the ADE20K toolkit do; a class predicted but never present counts with IoU 0."""
     conf = conf.double()
     tp = conf.diag()
-    fp = conf.sum(0) - tp  # predicted as k, but another class
-    fn = conf.sum(1) - tp  # class k, predicted as another
+    fp = conf.sum(0) - tp
+    fn = conf.sum(1) - tp
     # $\mathrm{mIoU} = \frac{1}{K} \sum_k \frac{TP_k}{TP_k + FP_k + FN_k}$
-    iou = tp / (tp + fp + fn)  # 0/0 = NaN for classes absent from prediction and ground truth
+    iou = tp / (tp + fp + fn)
     present = ~torch.isnan(iou)
     miou = iou[present].mean().item() if present.any() else float("nan")
     # $\text{pixel accuracy} = \frac{\sum_k TP_k}{\#\text{pixels not don't-care}}$
@@ -132,24 +114,14 @@ def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return mu, centered.T @ centered / (f.shape[0] - 1)
 
 
-def _sqrt_psd(sigma: torch.Tensor) -> torch.Tensor:
-    """Symmetric square root of a PSD matrix by eigen-decomposition (rounding negatives -> 0)."""
-    eigval, eigvec = torch.linalg.eigh(sigma)
-    return (eigvec * eigval.clamp(min=0).sqrt()) @ eigvec.T
-
-
 def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
                      sigma2: torch.Tensor) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
-
-    Tr((S1 S2)^{1/2}) is computed without a general (non-symmetric) matrix square root: S1 S2 is similar to
-    the symmetric PSD matrix S1^{1/2} S2 S1^{1/2} (conjugate by S1^{1/2}), so both have the same non-negative
-    eigenvalues, and the trace of the square root is the sum of their square roots. This is exact, and stays
-    real when the covariances are singular (fewer images than feature dimensions), where scipy's sqrtm needs
-    pytorch-fid's diagonal offset.
-    """
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64. S1 S2 is similar to the PSD
+    matrix S1^{1/2} S2 S1^{1/2}, so Tr((S1 S2)^{1/2}) is the sum of the square roots of its eigenvalues: exact
+    and real even for singular covariances, where scipy's sqrtm needs pytorch-fid's diagonal offset."""
     mu1, mu2, sigma1, sigma2 = (t.double() for t in (mu1, mu2, sigma1, sigma2))
-    root1 = _sqrt_psd(sigma1)
+    eigval, eigvec = torch.linalg.eigh(sigma1)
+    root1 = (eigvec * eigval.clamp(min=0).sqrt()) @ eigvec.T
     middle = root1 @ sigma2 @ root1
     tr_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
     # $\mathrm{FID} = \lVert \mu_r - \mu_g \rVert^2
@@ -159,14 +131,9 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
 
 
 def frechet_distance_features(real: torch.Tensor, fake: torch.Tensor) -> float:
-    """Frechet distance between two (N, D) feature sets, in float64.
-
-    With more dimensions than images (2048-d Inception features of a few hundred images), the D x D
-    eigen-decompositions are avoided: with centred feature matrices A_r, A_g and Sigma = A^T A / (N - 1),
-    the non-zero eigenvalues of Sigma_r Sigma_g are the squared singular values of
-    M = A_r A_g^T / sqrt((N_r - 1)(N_g - 1)), so Tr((Sigma_r Sigma_g)^{1/2}) is M's nuclear norm (an
-    N_r x N_g SVD), and Tr(Sigma) = ||A||_F^2 / (N - 1). Same value as ``frechet_distance``, exactly.
-    """
+    """Frechet distance between two (N, D) feature sets. With fewer images than dimensions it avoids D x D
+    matrices: for centred features A, Tr((S_r S_g)^{1/2}) is the nuclear norm of A_r A_g^T / sqrt((N_r - 1)
+    (N_g - 1)) and Tr(S) = ||A||_F^2 / (N - 1). Same value as ``frechet_distance``."""
     real, fake = real.double().flatten(1), fake.double().flatten(1)
     if min(real.shape[0], fake.shape[0]) >= real.shape[1]:
         return frechet_distance(*feature_statistics(real), *feature_statistics(fake))
@@ -182,17 +149,10 @@ def frechet_distance_features(real: torch.Tensor, fake: torch.Tensor) -> float:
     return float(fid)
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-coords.square() / (2 * sigma**2))
-    return g / g.sum()
-
-
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5,
          k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
-    """Per-image SSIM (B,) of (B, C, H, W) images: Gaussian window, statistics per channel, the SSIM map
-    averaged over the valid region: where the window leaves the image nothing is scored, as in Wang et al.'s
-    reference code and skimage (torchmetrics instead also averages a reflect-padded border)."""
+    """Per-image SSIM (B,) of (B, C, H, W) images with a Gaussian window, averaged where the window fits in
+    the image (Wang et al.'s code and skimage; torchmetrics also averages a reflect-padded border)."""
     if x.shape != y.shape or x.dim() != 4:
         raise ValueError(f"ssim needs two (B, C, H, W) tensors of one shape, got {tuple(x.shape)}, "
                          f"{tuple(y.shape)}")
@@ -200,11 +160,10 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int 
         raise ValueError(f"ssim needs images of at least {window}x{window} pixels, got {tuple(x.shape[-2:])}")
     x, y = x.double(), y.double()
     channels = x.shape[1]
-    g = _gaussian_window(window, sigma).to(x.device)
-    # a separable Gaussian filter, one per channel (groups=C)
-    kh = g.view(1, 1, window, 1).repeat(channels, 1, 1, 1)
-    kw = g.view(1, 1, 1, window).repeat(channels, 1, 1, 1)
-    blur = lambda t: F.conv2d(F.conv2d(t, kh, groups=channels), kw, groups=channels)  # noqa: E731
+    coords = torch.arange(window, dtype=torch.float64, device=x.device) - (window - 1) / 2
+    g = torch.exp(-coords.square() / (2 * sigma**2))
+    kernel = torch.outer(g, g) / g.sum() ** 2
+    blur = lambda t: F.conv2d(t, kernel.expand(channels, 1, window, window), groups=channels)  # noqa: E731
     mu_x, mu_y = blur(x), blur(y)
     var_x = blur(x * x) - mu_x.square()
     var_y = blur(y * y) - mu_y.square()
@@ -241,16 +200,12 @@ def mean_pairwise_l1(samples: torch.Tensor) -> float:
     return float(dist.triu(diagonal=1).sum() / (s * (s - 1) / 2))
 
 
-MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, five scales
-
-
 def mean_pairwise_ms_ssim(samples: torch.Tensor) -> float:
-    """MS-SSIM of (S, 3, H, W) samples in [0, 1], averaged over all S(S-1)/2 pairs (lower = more diverse).
-
-    torchmetrics computes it. Each scale halves the image and needs it larger than the 11-pixel window, so
-    small images use the first k scales that fit (k = 3 at 64x64), their weights renormalized to sum to 1."""
+    """torchmetrics' MS-SSIM of (S, 3, H, W) samples in [0, 1], averaged over all pairs (lower = more
+    diverse). Each scale halves the image, which must stay larger than the 11-pixel window: small images use
+    the first k scales that fit (k = 3 at 64x64), their weights renormalized to sum to 1."""
     s, side = samples.shape[0], min(samples.shape[-2:])
-    k = max(1, min(5, int(math.log2(side / 10)) + 1 if side > 10 else 1))
+    k = 5
     while k > 1 and side <= (11 - 1) * 2 ** (k - 1):
         k -= 1
     betas = tuple(b / sum(MS_SSIM_BETAS[:k]) for b in MS_SSIM_BETAS[:k])
@@ -260,13 +215,9 @@ def mean_pairwise_ms_ssim(samples: torch.Tensor) -> float:
                                                                  reduction="elementwise_mean"))
 
 
-LPIPS_BACKBONE = "alexnet-owt-7be5be79.pth"
-"""torchvision's ImageNet AlexNet: the backbone of LPIPS (its linear heads ship with torchmetrics)."""
-
-
 def load_lpips(device: str = "cpu", log=print):
-    """torchmetrics' LPIPS (AlexNet) if torchvision's ImageNet AlexNet file is in torch hub's checkpoint
-    folder, else None with a message saying where to put it: LPIPS never runs on random features."""
+    """torchmetrics' AlexNet LPIPS if torchvision's AlexNet file is in torch hub's checkpoint folder, else
+    None with a message: LPIPS never runs on random features."""
     path = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE
     if not path.is_file():
         log(f"[evaluate] LPIPS diversity: n/a, the AlexNet weights {LPIPS_BACKBONE} are not in {path.parent} "
@@ -283,16 +234,13 @@ def mean_pairwise_lpips(samples: torch.Tensor, lpips) -> float:
     return float(lpips(samples[i].float(), samples[j].float()))
 
 
-
-# ------------------------------------------------------------------------------------------------------------
-# 2. Inception-v3 for FID: pytorch-fid's network (the TensorFlow 2015-12-05 graph), loaded from a located file
-# ------------------------------------------------------------------------------------------------------------
+# --- 2. Inception-v3 for FID: pytorch-fid's network, loaded from a located file -----------------------------
 
 
 def find_inception_weights(path: str | os.PathLike | None = None,
                            download: bool = True) -> tuple[Path | None, str]:
     """The FID weight file: ``path`` if given (must exist), else torch hub's checkpoint cache, else one
-    download into that cache (10 s socket timeout). Returns (path, "") or (None, why not)."""
+    download into that cache. Returns (path, "") or (None, why not)."""
     if path:
         if not Path(path).is_file():
             raise FileNotFoundError(f"--inception-weights {path} does not exist")
@@ -301,23 +249,19 @@ def find_inception_weights(path: str | os.PathLike | None = None,
 
 
 def load_fid_inception(path: str | os.PathLike) -> tuple[InceptionV3, str]:
-    """pytorch-fid's InceptionV3 up to the 2048-d pool3 features, with the weights of ``path`` (eval mode).
-
-    Returns the network and a note: empty for the standard file, a warning when the file's SHA-256 does not
-    start with the 6726825d of pytorch-fid's release (numbers then not comparable to published FIDs). A file
-    without exactly the network's keys and shapes is a ValueError."""
+    """pytorch-fid's InceptionV3 up to the 2048-d pool3 features (eval mode), and a warning note when the
+    file is not pytorch-fid's release (sha256 6726825d...). A file that does not fit is a ValueError."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"{path} is not a loadable weight file ({type(err).__name__})") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not an FID Inception-v3 weight file: not a state dict")
-    # pytorch-fid's constructor fetches its weights with load_state_dict_from_url (a download when they are
-    # not in torch hub's cache): hand it our located file instead, so it never downloads; it loads strictly
+    # pytorch-fid's constructor would download its weights: hand it the located file instead (loaded strictly)
     try:
         with mock.patch.object(pytorch_fid.inception, "load_state_dict_from_url", lambda *a, **k: state):
             net = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
-    except RuntimeError as err:  # load_state_dict: missing / unexpected keys, other shapes
+    except RuntimeError as err:  # missing / unexpected keys, other shapes
         reason = " ".join(str(err).split())
         raise ValueError(f"{path} is not an FID Inception-v3 weight file: "
                          f"{reason[:400]}{'...' if len(reason) > 400 else ''}") from None
@@ -328,9 +272,7 @@ def load_fid_inception(path: str | os.PathLike) -> tuple[InceptionV3, str]:
     return net.eval(), note
 
 
-# ------------------------------------------------------------------------------------------------------------
-# 3. The evaluation segmenter: a compact U-Net trained on the real training images
-# ------------------------------------------------------------------------------------------------------------
+# --- 3. The evaluation segmenter: a compact U-Net trained on the real training images -----------------------
 
 
 def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -340,11 +282,8 @@ def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
 
 
 class SegUNet(nn.Module):
-    """Three-level U-Net: images in [-1, 1] -> per-pixel class logits (B, label_nc, H, W).
-
-    ``features`` (the bottleneck, globally average- and max-pooled, 8 * width dims) is what the Frechet
-    distance falls back to when the Inception weights are missing.
-    """
+    """Three-level U-Net: images in [-1, 1] -> class logits (B, label_nc, H, W). ``features`` (the pooled
+    bottleneck) is what the Frechet distance falls back to without the Inception weights."""
 
     def __init__(self, label_nc: int, width: int = 32):
         super().__init__()
@@ -396,14 +335,13 @@ def train_segmenter(train_set, info, cfg: SegmenterConfig, device: str = "cpu", 
     net = SegUNet(info.label_nc, cfg.width).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / cfg.steps)
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=False, generator=g,
-                        num_workers=0)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=g)
     ignore = _label_ignore(info)
-    step, net = 0, net.train()
+    step = 0
     while step < cfg.steps:
         for batch in loader:
             image, label = batch["image"].to(device), batch["label"].to(device).long()
-            if ignore is not None:  # don't-care -> cross-entropy's ignore index
+            if ignore is not None:
                 label = label.masked_fill(label == ignore, -100)
             if torch.rand((), generator=g) < 0.5:  # horizontal flip augmentation
                 image, label = image.flip(-1), label.flip(-1)
@@ -442,7 +380,8 @@ def get_segmenter(dataset: str, size: tuple[int, int], info, train_set_fn, cfg: 
 
 
 class TorchScriptSegmenter(nn.Module):
-    """A user's TorchScript segmenter: images in [-1, 1] -> logits (B, >= label_nc, h, w), resized here."""
+    """A user's TorchScript (or torch.export .pt2) segmenter: images in [-1, 1] -> logits (B, >= label_nc,
+    h, w), cut to label_nc and resized to the image here."""
 
     def __init__(self, path: str | os.PathLike, label_nc: int):
         super().__init__()
@@ -450,7 +389,7 @@ class TorchScriptSegmenter(nn.Module):
             raise FileNotFoundError(f"--segmenter {path} does not exist")
         with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the common export
             warnings.simplefilter("ignore", FutureWarning)
-            if str(path).endswith(".pt2"):  # a torch.export program works as well
+            if str(path).endswith(".pt2"):
                 self.net = torch.export.load(str(path)).module()
             else:
                 self.net = torch.jit.load(str(path), map_location="cpu").eval()
@@ -464,8 +403,8 @@ class TorchScriptSegmenter(nn.Module):
         if logits.dim() != 4 or logits.shape[1] < self.label_nc:
             raise ValueError(f"the TorchScript segmenter must return (B, >= {self.label_nc}, h, w) logits, "
                              f"got {tuple(logits.shape)}")
-        logits = logits[:, : self.label_nc]
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return F.interpolate(logits[:, : self.label_nc], size=x.shape[-2:], mode="bilinear",
+                             align_corners=False)
 
     def features(self, x):
         if self.has_features:
@@ -484,9 +423,7 @@ def evaluation_segmenter(torchscript: str | None, dataset: str, dataroot, size: 
     return net, f"U-Net (width {cfg.width}, {cfg.steps} steps) trained on the real training images"
 
 
-# ------------------------------------------------------------------------------------------------------------
-# 4. Generators: back from a train.py checkpoint or an official one, and fed through one dispatch
-# ------------------------------------------------------------------------------------------------------------
+# --- 4. Generators: from a train.py checkpoint or an official one, fed through one dispatch ----------------
 
 
 @dataclass
@@ -546,9 +483,8 @@ class LoadedModel:
     @torch.no_grad()
     def generate(self, segmap: torch.Tensor, image: torch.Tensor | None = None, style_codes=None,
                  generator: torch.Generator | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
-        """One image per segmap: in the style of ``image`` when given (SEAN codes / SPADE-VAE mean), from
-        ``style_codes`` (SEAN) or the latent ``z`` (SPADE-VAE), else the model's own sampling (random z for
-        SPADE-VAE, drawn with ``generator``; the other models are deterministic)."""
+        """One image per segmap, in the style of ``image`` (SEAN codes / SPADE-VAE encoder mean), of
+        ``style_codes`` (SEAN) or of ``z`` (SPADE-VAE; random from ``generator`` when not given)."""
         if self.model == "sean":
             if style_codes is not None:
                 return self.G(segmap, style_codes=style_codes)
@@ -565,8 +501,7 @@ class LoadedModel:
 
 
 def with_region_style(codes: torch.Tensor, source: torch.Tensor, k: int) -> torch.Tensor:
-    """SEAN per-region style transfer: a copy of the style codes (B, R, D) whose region k takes the code of
-    ``source`` (1, R, D); every other region keeps its own."""
+    """SEAN per-region style transfer: a copy of the codes (B, R, D) whose region k takes ``source``'s."""
     out = codes.clone()
     out[:, k] = source[:, k]
     return out
@@ -579,16 +514,14 @@ def _config_size(config: dict) -> tuple[int, int]:
 def _loaded_model(path, name: str, config: dict, G: nn.Module, E: nn.Module | None, info) -> LoadedModel:
     """A LoadedModel of the networks of a run, described by its arguments (train.Args as a dict)."""
     return LoadedModel(str(path), name, config["model"], bool(config["vae"]), G, E, config["dataset"],
-                       config.get("dataroot") or None,
-                       _config_size(config), info, bool(config["use_instance"] and info.has_instance),
-                       config["z_dim"], config["seed"], dict(config))
+                       config.get("dataroot") or None, _config_size(config), info,
+                       bool(config["use_instance"] and info.has_instance), config["z_dim"], config["seed"],
+                       dict(config))
 
 
 def load_generator(checkpoint_path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
-    """Rebuild the generator (and VAE encoder) of a train.py checkpoint (or a run folder's newest), eval mode.
-
-    The networks come from models.build with the checkpoint's "model_args" (older checkpoints: derived from
-    their config), so they are exactly the trained ones; the dataset description comes from data.py."""
+    """The generator (and VAE encoder) of a train.py checkpoint or a run folder's newest, in eval mode,
+    rebuilt by models.build from the checkpoint's "model_args" (older ones: derived from their config)."""
     path = Path(models.find_checkpoint(checkpoint_path))
     ckpt = models.read_checkpoint(path)
     if "G" not in ckpt:
@@ -620,8 +553,8 @@ def load_generator(checkpoint_path: str | os.PathLike, device: str = "cpu") -> L
 
 
 # The options an official checkpoint does not store, as the official code's defaults and dataset options set
-# them (tests/test_official.py checks them against train.PRESETS). The official norm is sync batch norm: on
-# one process in eval mode that is plain batch norm.
+# them (tests/test_official.py checks them against train.PRESETS). The official sync batch norm is plain
+# batch norm on one process in eval mode.
 OFFICIAL_DEFAULTS = dict(model="spade", vae=False, ngf=64, z_dim=256, style_dim=512, crop_size=256,
                          aspect_ratio=1.0, num_upsampling_layers="normal", use_instance=True,
                          param_free="batch")
@@ -638,6 +571,7 @@ class OfficialModel:
     """An official checkpoint rebuilt here: networks in eval mode and what is needed to feed them."""
 
     G: nn.Module
+    """the generator"""
     E: nn.Module | None
     """SPADE's VAE encoder (when an encoder file was given), else None"""
     args: SimpleNamespace
@@ -650,18 +584,11 @@ class OfficialModel:
 
 def load_official(generator, preset: str = "ade20k", encoder=None, *, label_nc: int | None = None,
                   contain_dontcare: bool | None = None, device: str = "cpu", **overrides) -> OfficialModel:
-    """Build this project's network for an official checkpoint and load its weights (eval mode).
-
-    generator: path of an official latest_net_G.pth (NVlabs/SPADE, ZPdesu/SEAN), or its state dict.
-    preset: the dataset it was trained on (OFFICIAL_PRESETS): ade20k (also ADE20K-outdoor), coco, cityscapes,
-      celebamask (SEAN). The options the file does not store (dataset, instance channel, upsampling layers,
-      crop size, aspect ratio) come from that preset; the model kind, ngf, VAE / z_dim and SEAN's style
-      length are read from the weights.
-    encoder: latest_net_E.pth (or its state dict) of a SPADE+VAE generator: E is then loaded too.
-    label_nc, contain_dontcare: another label layout than the dataset's; **overrides: any OFFICIAL_DEFAULTS
-      option (crop_size, aspect_ratio, use_instance, num_upsampling_layers, ...) or dataset.
-    Raises models.OfficialCheckpointError listing every key that does not fit (models.convert_official_state).
-    """
+    """This project's network for an official latest_net_G.pth (NVlabs/SPADE, ZPdesu/SEAN; a path or its
+    state dict), with latest_net_E.pth as ``encoder`` for SPADE+VAE. The model kind, ngf, VAE and style size
+    are read from the weights; what the file does not store comes from the preset (OFFICIAL_PRESETS), with
+    ``label_nc``, ``contain_dontcare`` and any OFFICIAL_DEFAULTS option overridable. Keys that do not fit
+    raise models.OfficialCheckpointError, listing every one."""
     if preset not in OFFICIAL_PRESETS:
         raise ValueError(f"preset must be one of {', '.join(OFFICIAL_PRESETS)}, got {preset!r}")
     if set(overrides) - set(OFFICIAL_DEFAULTS) - {"dataset"}:
@@ -682,46 +609,25 @@ def load_official(generator, preset: str = "ade20k", encoder=None, *, label_nc: 
                                               cfg["use_instance"] and info.has_instance)
     with torch.device(device):
         G, _D, E = models.build(model_args)
-    where = (f"a {cfg['model']}{'+VAE' if cfg['vae'] else ''} generator for '{preset}' "
-             f"({model_args.semantic_nc} input channels, ngf {cfg['ngf']}, {_config_size(cfg)[0]}x"
-             f"{cfg['crop_size']}, {cfg['num_upsampling_layers']})")
     try:
         G.load_state_dict(models.convert_official_state(state, G, "generator"))
         if encoder is not None:
             E.load_state_dict(models.convert_official_state(models.read_official_state(encoder, "encoder"), E,
                                                            "encoder"))
     except models.OfficialCheckpointError as err:
+        where = (f"a {cfg['model']}{'+VAE' if cfg['vae'] else ''} generator for '{preset}' "
+                 f"({model_args.semantic_nc} input channels, ngf {cfg['ngf']}, {_config_size(cfg)[0]}x"
+                 f"{cfg['crop_size']}, {cfg['num_upsampling_layers']})")
         raise models.OfficialCheckpointError(f"{err}\n  built: {where}; is the preset, label count or crop "
                                              "size right?") from None
     return OfficialModel(G.eval(), E.eval() if encoder is not None else None, SimpleNamespace(**cfg), info,
                          official_ids=cfg["dataset"] == "ade20k")
 
 
-def load_official_generator(path: str | os.PathLike, preset: str, encoder: str | None = None,
-                            options: list[str] = (), device: str = "cpu") -> LoadedModel:
-    """An official NVlabs/SPADE or ZPdesu/SEAN checkpoint (latest_net_G.pth, optionally latest_net_E.pth)
-    through load_official. options: 'name=value' overrides (crop_size=512, label_nc=..., ...)."""
-    types = {k: type(v) for k, v in OFFICIAL_DEFAULTS.items()} | dict(dataset=str, label_nc=int,
-                                                                      contain_dontcare=bool)
-    kw = {}
-    for item in options:
-        name, _, value = item.partition("=")
-        if name not in types or not value:
-            raise ValueError(f"--official-option {item!r}: write name=value, name one of {sorted(types)}")
-        kw[name] = value.lower() in ("1", "true", "yes") if types[name] is bool else types[name](value)
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"official checkpoint {path} does not exist")
-    om = load_official(path, preset, encoder, **kw)
-    a = om.args
-    name = f"official {a.model}{'+VAE' if a.vae else ''} {preset} ({Path(path).name})"
-    return _loaded_model(path, name, vars(a) | {"official_ids": om.official_ids}, om.G.to(device),
-                         None if om.E is None else om.E.to(device), om.info)
-
-
 def build_split(dataset: str, dataroot, split: str, size: tuple[int, int], length: int | None = None,
                 seed: int = 0):
-    """The evaluation's datasets: data.build_dataset, with the synthetic set's length and seed (the training
-    run's seed: its val split never overlaps its train split)."""
+    """data.build_dataset, with the synthetic set's length and seed (the training run's seed: then its val
+    split never overlaps its train split)."""
     if dataset == "synthetic":
         return data.SyntheticLandscapes(split, size=size, length=length, seed=seed)
     if not dataroot:
@@ -731,9 +637,7 @@ def build_split(dataset: str, dataroot, split: str, size: tuple[int, int], lengt
     return data.build_dataset(dataset, root=dataroot, split=split, size=size)
 
 
-# ------------------------------------------------------------------------------------------------------------
-# 5. The evaluation protocol
-# ------------------------------------------------------------------------------------------------------------
+# --- 5. The evaluation protocol -----------------------------------------------------------------------------
 
 
 @dataclass
@@ -784,23 +688,22 @@ def _batches(dataset, n: int, batch_size: int):
 
 class FeatureExtractor:
     """Features for the Frechet distance: Inception pool3 when its weights are available, else the
-    segmenter's."""
+    segmenter's (then named FALLBACK_NAME, never FID)."""
 
     def __init__(self, segmenter, weights: str | None, download: bool, device: str, log=print):
         self.device, self.segmenter = device, segmenter
         path, why = find_inception_weights(weights, download=download)
         if path is None:
-            self.net, self.name, self.note = None, FALLBACK_NAME, (
-                f"Inception weights {FID_WEIGHTS_NAME} not found ({why}; pass --inception-weights or put the "
-                f"file in {Path(torch.hub.get_dir()) / 'checkpoints'}): the Frechet distance is computed on "
-                "the evaluation segmenter's pooled bottleneck features instead. It is NOT comparable to "
-                "published Inception-based scores.")
-            log("[evaluate] " + self.note)
+            self.net, self.name = None, FALLBACK_NAME
+            self.note = (f"Inception weights {FID_WEIGHTS_NAME} not found ({why}; pass --inception-weights "
+                         f"or put the file in {Path(torch.hub.get_dir()) / 'checkpoints'}): the Frechet "
+                         "distance is computed on the evaluation segmenter's pooled bottleneck features "
+                         "instead. It is NOT comparable to published Inception-based scores.")
         else:
-            self.net, self.note = load_fid_inception(path)
-            self.net, self.name = self.net.to(device), "FID"
-            if self.note:
-                log("[evaluate] " + self.note)
+            net, self.note = load_fid_inception(path)
+            self.net, self.name = net.to(device), "FID"
+        if self.note:
+            log("[evaluate] " + self.note)
 
     @torch.no_grad()
     def __call__(self, images01: torch.Tensor) -> torch.Tensor:
@@ -838,21 +741,20 @@ def evaluate_real(val_set, info, n: int, segmenter, features: FeatureExtractor |
 @torch.no_grad()
 def synthesis_scores(lm: LoadedModel, val_set, n: int, segmenter, features: FeatureExtractor, real_features,
                      args: MetricsArgs, gen: torch.Generator) -> dict:
-    """mIoU/accuracy and the Frechet distance of images synthesized from the first n validation label maps
-    (and reconstruction PSNR/SSIM/RMSE for models with a style input)."""
+    """mIoU/accuracy and Frechet distance of images synthesized from the first n validation label maps, and
+    PSNR/SSIM/RMSE of their reconstruction for models with a style input."""
     torch.manual_seed(args.seed)  # generator noise (SEAN) reproducible
     conf = torch.zeros(lm.info.label_nc, lm.info.label_nc, dtype=torch.long)
     feats, rec = [], {"psnr": [], "ssim": [], "rmse": []}
     for batch in _batches(val_set, n, args.batch_size):
         segmap = lm.segmap(batch["label"], batch.get("instance")).to(args.device)
         image = batch["image"].to(args.device)
-        # the papers' synthesis setting: SEAN takes the style of the real image (its test protocol),
-        # SPADE+VAE a random z, the others the label map alone
+        # the papers' setting: SEAN takes the real image's style (its test protocol), SPADE+VAE a random z
         style = image if lm.model == "sean" else None
         fake = quantize_png(lm.generate(segmap, image=style, generator=gen).cpu())
         conf += _confusion(segmenter, fake, batch["label"], lm.info, args.device)
         feats.append(features(fake))
-        if lm.has_style:  # reconstruction from the image's own style
+        if lm.has_style:
             recon = fake if lm.model == "sean" else quantize_png(lm.generate(segmap, image=image).cpu())
             real = quantize_png(batch["image"])
             for key, metric in (("psnr", psnr), ("ssim", ssim), ("rmse", rmse)):
@@ -866,9 +768,8 @@ def synthesis_scores(lm: LoadedModel, val_set, n: int, segmenter, features: Feat
 @torch.no_grad()
 def _diversity(lm: LoadedModel, val_set, n: int, args: MetricsArgs, gen: torch.Generator,
                lpips=None) -> dict:
-    """Diversity of ``n_samples`` samples per label map: mean pairwise L1 ([0, 1] pixel units), MS-SSIM and
-    (when ``lpips`` is loaded) LPIPS. Only for models with a latent to sample (SPADE+VAE); the others map a
-    label map (and a style) to one image, so their entries are None."""
+    """Pairwise L1, MS-SSIM and LPIPS of ``n_samples`` samples per label map; None for models without a
+    latent to sample (all but SPADE+VAE map their inputs to one image)."""
     scores = {"diversity": [], "diversity_ms_ssim": [], "diversity_lpips": []}
     if lm.use_vae and args.n_samples >= 2 and n > 0:
         for batch in _batches(val_set, n, args.batch_size):
@@ -883,37 +784,25 @@ def _diversity(lm: LoadedModel, val_set, n: int, args: MetricsArgs, gen: torch.G
     return {k: float(np.mean(v)) if v else None for k, v in scores.items()}
 
 
-def _region_colours(image: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(K, 3) mean colour of each class region of one (3, H, W) image (0 for absent classes)."""
-    return data.region_mean_colours(image[None].double(), label[None], num_classes)[0][0]
-
-
-NO_TRANSFER = {"transfer_to_B": None, "transfer_success": None, "transfer_others_change": None}
-
-
 @torch.no_grad()
 def region_transfer(lm: LoadedModel, val_set, n_pairs: int, args: MetricsArgs,
                     min_area: float = 0.05) -> dict:
-    """SEAN per-region style transfer on the synthetic landscapes, measured by region mean colours.
-
-    For a pair (A, B) = (val[i], val[i + n/2]) and every class k covering >= ``min_area`` of both label maps,
-    A's style code of class k is replaced by B's and A's label map is synthesized. Region k of the output
-    should take B's appearance (the dataset samples each region's palette independently per image, so B's
-    region k is the target) while A's other regions keep their appearance:
-
-    * ``transfer_to_B``: RGB distance between the output's mean colour on A's region k and real B's region k
-      mean colour (lower is better); ``transfer_to_B_before``: the same for the untransferred reconstruction;
-    * ``transfer_success``: fraction of cases where the output's region k is closer to B's than to A's colour;
-    * ``transfer_others_change``: mean colour change of the other regions against the reconstruction of A
-      (style leaking across regions; lower is better);
-    * ``transfer_gt_rmse``: the dataset knows each region's style parameters, so it renders the exact target:
-      A's layout and texture noise painted with A's style rows except row k, taken from B
-      (``SyntheticLandscapes.render``). RMSE ([0, 1] units) of the output against that image;
-      ``transfer_gt_rmse_before``: the same for the untransferred reconstruction (the baseline to beat).
-    """
+    """SEAN per-region style transfer on the synthetic landscapes. For pairs (A, B) and each class k covering
+    >= min_area of both, A's code of class k is replaced by B's. The dataset draws each region's palette
+    independently, so region k should take B's mean colour (``transfer_to_B``, ``transfer_success``: closer
+    to B than to A) while A's other regions keep theirs (``transfer_others_change``); ``transfer_gt_rmse``
+    compares with the dataset's exact rendering of A with B's style row k. ``*_before``: the untransferred
+    reconstruction of A, the baseline."""
+    no_transfer = {"transfer_to_B": None, "transfer_success": None, "transfer_others_change": None}
+    if lm.model != "sean" or lm.dataset != "synthetic":
+        return no_transfer
     half = min(len(val_set), 2 * n_pairs) // 2
     torch.manual_seed(args.seed)
     K, dev = lm.info.label_nc, args.device
+
+    def colours(image, label):  # (K, 3) mean colour of each class region, 0 for absent classes
+        return data.region_mean_colours(image[None].double(), label[None], K)[0][0]
+
     s = {k: [] for k in ("to_b", "to_b_before", "success", "others", "gt_rmse", "gt_rmse_before")}
     for i in range(half):
         a, b = val_set[i], val_set[i + half]
@@ -927,10 +816,10 @@ def region_transfer(lm: LoadedModel, val_set, n_pairs: int, args: MetricsArgs,
         recon = quantize_png(lm.generate(seg_a, style_codes=codes_a).cpu())[0]
         codes = torch.cat([with_region_style(codes_a, codes_b, k) for k in classes])
         outs = quantize_png(lm.generate(seg_a.repeat(len(classes), 1, 1, 1), style_codes=codes).cpu())
-        col_a, col_b = (_region_colours(quantize_png(x["image"]), x["label"], K) for x in (a, b))
-        col_rec = _region_colours(recon, a["label"], K)
+        col_a, col_b = (colours(quantize_png(x["image"]), x["label"]) for x in (a, b))
+        col_rec = colours(recon, a["label"])
         for row, k in enumerate(classes):
-            col_out = _region_colours(outs[row], a["label"], K)
+            col_out = colours(outs[row], a["label"])
             d_b, d_a = (col_out[k] - col_b[k]).norm(), (col_out[k] - col_a[k]).norm()
             s["to_b"].append(float(d_b))
             s["to_b_before"].append(float((col_rec[k] - col_b[k]).norm()))
@@ -945,7 +834,7 @@ def region_transfer(lm: LoadedModel, val_set, n_pairs: int, args: MetricsArgs,
                 s["gt_rmse"].append(float(rmse(outs[row][None], target)))
                 s["gt_rmse_before"].append(float(rmse(recon[None], target)))
     if not s["to_b"]:
-        return dict(NO_TRANSFER)
+        return no_transfer
     mean = {k: float(np.mean(v)) if v else None for k, v in s.items()}
     return {"transfer_to_B": mean["to_b"], "transfer_to_B_before": mean["to_b_before"],
             "transfer_success": mean["success"], "transfer_others_change": mean["others"],
@@ -953,38 +842,27 @@ def region_transfer(lm: LoadedModel, val_set, n_pairs: int, args: MetricsArgs,
             "transfer_gt_rmse_before": mean["gt_rmse_before"]}
 
 
-@torch.no_grad()
-def evaluate_model(lm: LoadedModel, val_set, n: int, segmenter, features: FeatureExtractor, real_features,
-                   args: MetricsArgs, lpips=None) -> dict:
-    """mIoU/accuracy, Frechet distance, reconstruction, diversity (and region transfer) of one generator."""
-    gen = torch.Generator().manual_seed(args.seed)
-    result = synthesis_scores(lm, val_set, n, segmenter, features, real_features, args, gen)
-    result.update(_diversity(lm, val_set, min(n, args.n_diversity), args, gen, lpips))
-    transfer = lm.model == "sean" and lm.dataset == "synthetic"
-    return result | (region_transfer(lm, val_set, args.n_transfer, args) if transfer else NO_TRANSFER)
-
-
-def _fmt(value, digits: int) -> str:
+def _fmt(value, digits: int, scale: float = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    return f"{value:.{digits}f}"
+    return f"{scale * value:.{digits}f}"
 
 
 def markdown_table(real: dict, rows: list[dict], fd_name: str, notes: list[str]) -> str:
     """The paper-style comparison table (SPADE Table 1 / SEAN Tables 1-2 columns, plus this project's)."""
-    head = ["Method", "mIoU ↑", "accu ↑", f"{fd_name} ↓", "PSNR ↑", "SSIM ↑", "RMSE ↓", "diversity ↑",
-            "MS-SSIM ↓", "LPIPS ↑", "region→B ↓", "transfer success ↑", "other regions Δ ↓",
-            "transfer RMSE vs GT ↓"]
+    columns = [("mIoU ↑", "miou", 1), ("accu ↑", "accuracy", 1), (f"{fd_name} ↓", "frechet", 2),
+               ("PSNR ↑", "psnr", 2), ("SSIM ↑", "ssim", 3), ("RMSE ↓", "rmse", 3),
+               ("diversity ↑", "diversity", 3), ("MS-SSIM ↓", "diversity_ms_ssim", 3),
+               ("LPIPS ↑", "diversity_lpips", 3), ("region→B ↓", "transfer_to_B", 3),
+               ("transfer success ↑", "transfer_success", 2),
+               ("other regions Δ ↓", "transfer_others_change", 3),
+               ("transfer RMSE vs GT ↓", "transfer_gt_rmse", 3)]
+    head = ["Method"] + [title for title, _, _ in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    gt = real["seg"]
-    lines.append("| " + " | ".join(["ground truth (real images)", _fmt(100 * gt["miou"], 1),
-                                      _fmt(100 * gt["accuracy"], 1)] + ["n/a"] * (len(head) - 3)) + " |")
-    for r in rows:
-        cells = [r["name"], _fmt(100 * r["miou"], 1), _fmt(100 * r["accuracy"], 1), _fmt(r["frechet"], 2),
-                 _fmt(r["psnr"], 2), _fmt(r["ssim"], 3), _fmt(r["rmse"], 3), _fmt(r["diversity"], 3),
-                 _fmt(r["diversity_ms_ssim"], 3), _fmt(r["diversity_lpips"], 3),
-                 _fmt(r["transfer_to_B"], 3), _fmt(r["transfer_success"], 2),
-                 _fmt(r["transfer_others_change"], 3), _fmt(r.get("transfer_gt_rmse"), 3)]
+    gt = {"name": "ground truth (real images)"} | real["seg"]
+    for r in [gt] + rows:
+        cells = [r["name"]] + [_fmt(r.get(key), digits, 100 if key in ("miou", "accuracy") else 1)
+                               for _, key, digits in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
 
@@ -1059,7 +937,10 @@ def run_metrics(args: MetricsArgs, log=print) -> dict:
     rows = []
     for lm in loaded:
         log(f"[evaluate] {lm.name}")
-        rows.append(evaluate_model(lm, val_set, n, segmenter, features, real["features"], args, lpips))
+        gen = torch.Generator().manual_seed(args.seed)
+        row = synthesis_scores(lm, val_set, n, segmenter, features, real["features"], args, gen)
+        row |= _diversity(lm, val_set, min(n, args.n_diversity), args, gen, lpips)
+        rows.append(row | region_transfer(lm, val_set, args.n_transfer, args))
     notes = _table_notes(first, n, seg_desc, features, args)
     fd_features = "inception_pool3" if features.net is not None else "segmenter_bottleneck"
     result = {"protocol": {"dataset": first.dataset, "size": list(first.size), "n_images": n,
@@ -1076,11 +957,9 @@ def run_metrics(args: MetricsArgs, log=print) -> dict:
 
 
 class TrainingEvaluator:
-    """train.py --eval-every: mIoU / accuracy and the Frechet distance of the generator being trained, on a
-    fixed validation subset, with the segmenter and features of ``evaluate.py metrics`` (the cached U-Net or
-    a TorchScript segmenter; Inception features when their file is present, else the segmenter's, named FSD).
-    ``config`` is the run's arguments (train.Args as a dict). The real images' side is computed once here;
-    each call costs one synthesis pass over n images."""
+    """train.py --eval-every: mIoU / accuracy and Frechet distance of the generator being trained, on a fixed
+    validation subset, with the segmenter and features of ``metrics`` (Inception's only when the file is
+    already present). The real side is computed once; each call is one synthesis pass."""
 
     def __init__(self, config: dict, n: int, segmenter: str | None = None, device: str = "cpu", log=print):
         self.config, self.size = dict(config), _config_size(config)
@@ -1088,7 +967,7 @@ class TrainingEvaluator:
         self.val_set = build_split(dataset, dataroot, "val", self.size, length=n, seed=seed)
         self.n = min(n, len(self.val_set))
         self.info = self.val_set.info
-        self.metrics = MetricsArgs(ckpt=[], batch_size=16, device=device, seed=seed)
+        self.metrics = MetricsArgs(ckpt=[], device=device, seed=seed)
         self.segmenter, _ = evaluation_segmenter(segmenter, dataset, dataroot, self.size, self.info, seed,
                                                  SegmenterConfig(), DEFAULT_CACHE, device, log)
         self.features = FeatureExtractor(self.segmenter, None, False, device, log)
@@ -1115,20 +994,15 @@ class TrainingEvaluator:
         return {"miou": row["miou"], "accuracy": row["accuracy"], "frechet": row["frechet"]}
 
 
-# ------------------------------------------------------------------------------------------------------------
-# 6. Synthesis and editing
-# ------------------------------------------------------------------------------------------------------------
+# --- 6. Synthesis and editing -------------------------------------------------------------------------------
 
 
 def read_label_map(path: str | os.PathLike, info, size: tuple[int, int], palette: str | None = None,
                    resize: bool = False, official_ids: bool = False) -> torch.Tensor:
-    """A label map file -> LongTensor (H, W) of class ids (don't-care as info.dontcare_label).
-
-    Single-channel PNGs hold ids as the dataset's official files store them (mapped and checked by its
-    loader's ``map_label``: 255 = don't-care, ADE20K's 0 = unknown); colour PNGs are decoded with the
-    palette (every colour must be a class colour). Wrong size: an error, unless ``resize`` (nearest).
-    ``official_ids``: ADE20K's raw ids, as the official checkpoints take them (ADE20KDataset(official_ids)).
-    Every error is a ValueError naming the file."""
+    """A label map file -> (H, W) class ids, don't-care as info.dontcare_label. Single-channel files hold the
+    dataset's own ids (mapped and checked by its loader's ``map_label``); colour files are decoded with
+    ``palette``, else with this project's colours. ``official_ids``: ADE20K's raw ids, as the official
+    checkpoints take them. Another size is an error unless ``resize`` (nearest). Errors: ValueError."""
     path = Path(path)
     try:
         with Image.open(path) as im:
@@ -1138,7 +1012,7 @@ def read_label_map(path: str | os.PathLike, info, size: tuple[int, int], palette
             label = data.read_label_file(str(path), colours)
             if official_ids:  # ADE20K's raw ids: class k is k + 1, don't-care is 0
                 label = np.where(label == info.dontcare_label, 0, label + 1)
-        else:  # the dataset's own file ids (a --palette maps colours to them) -> training ids, checked
+        else:
             raw = data.read_label_file(str(path), data.load_palette(palette) if palette else None)
             map_label = getattr(data.DATASETS.get(info.name), "map_label", data.PairedFolderDataset.map_label)
             label = map_label(SimpleNamespace(info=info, official_ids=official_ids), raw, str(path))
@@ -1169,9 +1043,8 @@ def _list_label_files(labels: str | os.PathLike) -> list[Path]:
 
 
 def read_style_image(spec: str, lm: LoadedModel, palette: str | None):
-    """A style image ([-1, 1], resized to the model size) and its label map (SEAN) from 'image[:label]'.
-
-    Without an explicit label map, ``<stem>_label.png`` beside the image is used when it exists."""
+    """'image[:label]' -> the image ([-1, 1], at the model's size) and, for SEAN, its label map (default:
+    ``<stem>_label.png`` beside the image)."""
     image_path, _, label_path = spec.partition(":")
     if not Path(image_path).is_file():
         raise FileNotFoundError(f"style image {image_path} does not exist")
@@ -1192,8 +1065,8 @@ def read_style_image(spec: str, lm: LoadedModel, palette: str | None):
 
 @torch.no_grad()
 def mean_style_codes(lm: LoadedModel, n: int = 200, batch_size: int = 16) -> torch.Tensor:
-    """SEAN's per-class mean style code over n real training images (classes absent there: zeros), the
-    official repository's default style when a label map comes without a style image."""
+    """SEAN's per-class mean style code over n real training images (zeros for classes never present): the
+    official repository's default style for a label map without a style image."""
     train_set = build_split(lm.dataset, lm.dataroot, "train", lm.size, length=n, seed=lm.seed)
     n = min(n, len(train_set))
     total = count = 0
@@ -1237,8 +1110,7 @@ class SynthesizeArgs:
     region_style: list[str] = field(default_factory=list)
     """SEAN: class=photo.png[:label.png] takes that class's style from that photo (repeatable)"""
     palette: str = ""
-    """colour-coded label maps: a JSON palette (a list of [r, g, b] per file id, or {"#rrggbb": id}) or a
-    built-in one (cityscapes | ade20k | coco); default: the colours this project draws label maps with"""
+    """colour label maps: JSON palette ([r, g, b] per id, or {"#rrggbb": id}) or cityscapes | ade20k | coco"""
     resize_labels: bool = False
     """resize label maps of another size to the model's (nearest) instead of failing"""
     mean_style_images: int = 200
@@ -1248,21 +1120,35 @@ class SynthesizeArgs:
     device: str = "cpu"
     """torch device"""
     official: str = ""
-    """--ckpt is an official NVlabs/SPADE or ZPdesu/SEAN generator trained on this preset: ade20k (also
-    ADE20K-outdoor), coco, cityscapes or celebamask (SEAN)"""
+    """--ckpt is an official NVlabs/SPADE or ZPdesu/SEAN generator of this preset (ade20k: also outdoor)"""
     official_encoder: str = ""
     """with --official: the official latest_net_E.pth of a SPADE+VAE generator"""
     official_option: list[str] = field(default_factory=list)
     """with --official: name=value overriding a preset option (crop_size=512, label_nc=...), repeatable"""
 
 
+def _official_generator(args: SynthesizeArgs) -> LoadedModel:
+    """``synthesize --official``: load_official with the --official-option 'name=value' overrides."""
+    types = {k: type(v) for k, v in OFFICIAL_DEFAULTS.items()} | dict(dataset=str, label_nc=int,
+                                                                      contain_dontcare=bool)
+    kw = {}
+    for item in args.official_option:
+        name, _, value = item.partition("=")
+        if name not in types or not value:
+            raise ValueError(f"--official-option {item!r}: write name=value, name one of {sorted(types)}")
+        kw[name] = value.lower() in ("1", "true", "yes") if types[name] is bool else types[name](value)
+    if not Path(args.ckpt).is_file():
+        raise FileNotFoundError(f"official checkpoint {args.ckpt} does not exist")
+    om = load_official(args.ckpt, args.official, args.official_encoder or None, **kw)
+    a = om.args
+    name = f"official {a.model}{'+VAE' if a.vae else ''} {args.official} ({Path(args.ckpt).name})"
+    return _loaded_model(args.ckpt, name, vars(a) | {"official_ids": om.official_ids}, om.G.to(args.device),
+                         None if om.E is None else om.E.to(args.device), om.info)
+
+
 def _synthesis_model(args: SynthesizeArgs) -> LoadedModel:
     """The generator of ``synthesize``, refused early when it cannot do what the arguments ask."""
-    if args.official:
-        lm = load_official_generator(args.ckpt, args.official, args.official_encoder or None,
-                                     args.official_option, args.device)
-    else:
-        lm = load_generator(args.ckpt, args.device)
+    lm = _official_generator(args) if args.official else load_generator(args.ckpt, args.device)
     if args.n_samples < 1:
         raise ValueError("--n-samples must be >= 1")
     if args.n_samples > 1 and not lm.has_style:
@@ -1276,8 +1162,8 @@ def _synthesis_model(args: SynthesizeArgs) -> LoadedModel:
 
 
 def _sean_style(lm: LoadedModel, args: SynthesizeArgs) -> torch.Tensor:
-    """SEAN's style codes (1, num_regions, style_dim) for synthesize: those of --style-image (else the mean
-    codes of training images), then each --region-style class taken from its own photo."""
+    """SEAN's style codes (1, R, D) of --style-image (else the training images' mean codes), then each
+    --region-style class taken from its own photo."""
     if args.style_image:
         image, label = read_style_image(args.style_image, lm, args.palette or None)
         codes = lm.style_codes(image[None], label[None])
@@ -1337,9 +1223,7 @@ def synthesize(args: SynthesizeArgs, log=print) -> list[Path]:
     return written
 
 
-# ------------------------------------------------------------------------------------------------------------
-# 7. Figures for the README: a side-by-side comparison and a SEAN per-region transfer grid
-# ------------------------------------------------------------------------------------------------------------
+# --- 7. README figures: a side-by-side comparison and a SEAN per-region transfer grid -----------------------
 
 
 def _save_grid(rows: list[list[torch.Tensor]], titles: list[str], out: str | os.PathLike) -> Path:
@@ -1352,8 +1236,8 @@ def _save_grid(rows: list[list[torch.Tensor]], titles: list[str], out: str | os.
             axes[r, c].imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
-            if r == 0:
-                axes[r, c].set_title(titles[c], fontsize=8)
+    for c, title in enumerate(titles):
+        axes[0, c].set_title(title, fontsize=8)
     fig.tight_layout(pad=0.2)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
@@ -1363,10 +1247,8 @@ def _save_grid(rows: list[list[torch.Tensor]], titles: list[str], out: str | os.
 @torch.no_grad()
 def comparison_figure(ckpts: list[str], out: str | os.PathLike, n: int = 6, titles: list[str] | None = None,
                       device: str = "cpu") -> Path:
-    """Rows: validation label maps; columns: label | one output per checkpoint | real image.
-
-    Deterministic models take the label map alone; SEAN takes the real image's own style (as in its paper);
-    SPADE+VAE a fixed z ~ N(0, I) (seed 0)."""
+    """Rows: validation label maps; columns: label | one output per checkpoint | real image. SEAN takes the
+    real image's style (as in its paper), SPADE+VAE a fixed random z (seed 0)."""
     loaded = [load_generator(c, device) for c in ckpts]
     first = loaded[0]
     for lm in loaded[1:]:
@@ -1389,14 +1271,14 @@ def comparison_figure(ckpts: list[str], out: str | os.PathLike, n: int = 6, titl
 @torch.no_grad()
 def transfer_figure(ckpt: str, out: str | os.PathLike, n: int = 4, classes: tuple[str, ...] = ("sky", "water",
                     "grass", "mountain"), device: str = "cpu") -> Path:
-    """SEAN per-region style transfer: rows are pairs (A, B) of validation images; columns show A, B, A
-    regenerated from its own style codes, then A with one class's style code taken from B."""
+    """SEAN per-region style transfer: rows are pairs (A, B) of validation images; columns show A, B, A from
+    its own style codes, then A with one class's style code taken from B."""
     lm = load_generator(ckpt, device)
     if lm.model != "sean":
         raise ValueError(f"{ckpt} is a {lm.model} checkpoint; per-region transfer needs SEAN")
     val = build_split(lm.dataset, lm.dataroot, "val", lm.size, length=400, seed=lm.seed)
     ids = [_class_id(c, lm.info) for c in classes]
-    # pick pairs where every shown class is present in both images, so each column shows a real transfer
+    # pairs where every shown class is present in both images, so each column shows a real transfer
     present = [i for i in range(len(val)) if all((val[i]["label"] == k).any() for k in ids)]
     if len(present) < 2 * n:
         raise ValueError(f"fewer than {2 * n} validation images contain all of {classes}")
@@ -1411,9 +1293,7 @@ def transfer_figure(ckpt: str, out: str | os.PathLike, n: int = 4, classes: tupl
     return _save_grid(rows, ["A", "B", "A, own style"] + [f"A, {c} of B" for c in classes], out)
 
 
-# ------------------------------------------------------------------------------------------------------------
-# 8. Command line
-# ------------------------------------------------------------------------------------------------------------
+# --- 8. Command line ----------------------------------------------------------------------------------------
 
 
 def segmenter_command(ns: argparse.Namespace) -> None:
@@ -1459,14 +1339,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _from_namespace(cls, ns: argparse.Namespace):
+    return cls(**{f.name: getattr(ns, f.name) for f in fields(cls)})
+
+
 def main(argv=None) -> int:
     ns = build_parser().parse_args(argv)
     try:
         if ns.command == "metrics":
-            print(run_metrics(MetricsArgs(**{f.name: getattr(ns, f.name) for f in fields(MetricsArgs)}))
-                  ["markdown"])
+            print(run_metrics(_from_namespace(MetricsArgs, ns))["markdown"])
         elif ns.command == "synthesize":
-            synthesize(SynthesizeArgs(**{f.name: getattr(ns, f.name) for f in fields(SynthesizeArgs)}))
+            synthesize(_from_namespace(SynthesizeArgs, ns))
         elif ns.command == "figures":
             print(comparison_figure(ns.ckpt, Path(ns.out) / "comparison.png", ns.n, ns.titles))
             if ns.sean:

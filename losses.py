@@ -1,14 +1,10 @@
-"""Losses of SPADE (Park et al., CVPR 2019) and SEAN (Zhu et al., CVPR 2020).
+"""Losses of SPADE (Park et al., CVPR 2019) and SEAN (Zhu et al., CVPR 2020), as the official training code
+(NVlabs/SPADE, ZPdesu/SEAN), which differs from the papers' text: the multiscale GAN loss is the mean over
+scales of each scale's mean; feature matching is weighted lambda_fm / num_D and summed over layers and scales;
+the KL term is summed over all elements; VGG19 sees the [-1, 1] images without ImageNet normalization.
 
-Everything here mirrors the official training code (NVlabs/SPADE, ZPdesu/SEAN), whose conventions differ from
-the papers' text in a few places, each noted where it happens:
-- the GAN loss of a multiscale discriminator is the mean over scales of each scale's mean loss;
-- feature matching is weighted lambda_fm / num_D and summed over layers and scales;
-- the KL term is summed over all elements (not averaged), then weighted lambda_kl;
-- the VGG19 network sees the [-1, 1] images as they are, without ImageNet mean/std normalization.
-
-Discriminator outputs follow models.MultiscaleDiscriminator: a list (one entry per scale) of lists of
-features, the last feature being the prediction map. A bare tensor (single-scale prediction) works too.
+Discriminator outputs follow models.MultiscaleDiscriminator: per scale a list of features ending with the
+prediction map. A bare tensor (single-scale prediction) works too.
 """
 
 import os
@@ -22,9 +18,8 @@ import torchvision
 
 import models
 
-# ----------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Adversarial loss
-# ----------------------------------------------------------------------------------------------------
 
 GAN_MODES = ("hinge", "ls", "bce")
 
@@ -34,7 +29,6 @@ def _gan_loss_single(pred: torch.Tensor, target_is_real: bool, for_discriminator
     """Loss of one prediction map, averaged over all of its elements."""
     if mode == "hinge":
         if not for_discriminator:
-            # The generator's hinge loss only has a "real" target; a fake target would reward the opposite.
             if not target_is_real:
                 raise ValueError("the generator's hinge loss must target real (target_is_real=True)")
             # L_G = -\mathbb{E}\left[D(s, G(s))\right]
@@ -44,23 +38,17 @@ def _gan_loss_single(pred: torch.Tensor, target_is_real: bool, for_discriminator
             return -torch.clamp(pred - 1.0, max=0.0).mean()
         # L_D^{fake} = -\mathbb{E}\left[\min\left(0, -1 - D(s, G(s))\right)\right]
         return -torch.clamp(-pred - 1.0, max=0.0).mean()
-    # LS and BCE use the same formula on both sides: the generator simply asks for the "real" label,
-    # which for BCE is the non-saturating loss -log sigmoid(D(G(s))).
+    # LS and BCE: the generator asks for the "real" label (for BCE the non-saturating -log sigmoid(D(G(s))))
     target = torch.full_like(pred, 1.0 if target_is_real else 0.0)
     if mode == "ls":
         return F.mse_loss(pred, target)
-    if mode == "bce":
-        return F.binary_cross_entropy_with_logits(pred, target)
-    raise ValueError(f"unknown GAN mode {mode!r}, expected one of {GAN_MODES}")
+    return F.binary_cross_entropy_with_logits(pred, target)
 
 
 def gan_loss(pred, target_is_real: bool, for_discriminator: bool = True, mode: str = "hinge") -> torch.Tensor:
-    """Adversarial loss (hinge / least squares / non-saturating BCE with logits) as a 0-dim tensor.
-
-    pred: a prediction tensor, or a list over discriminator scales of either prediction tensors or lists of
-    features whose last entry is the prediction. Each scale's loss is a mean over its own elements; scales
-    are then averaged, so a coarse scale weighs as much as a fine one (official behaviour).
-    """
+    """Adversarial loss (hinge / least squares / non-saturating BCE with logits) as a 0-dim tensor. pred: a
+    tensor, or per scale a tensor or a feature list ending with the prediction. Each scale's loss is a mean
+    over its elements, then scales are averaged (official: a coarse scale weighs as much as a fine one)."""
     if mode == "original":  # the official code's name for the BCE loss
         mode = "bce"
     if mode not in GAN_MODES:
@@ -73,11 +61,8 @@ def gan_loss(pred, target_is_real: bool, for_discriminator: bool = True, mode: s
 
 
 def split_fake_real(pred):
-    """Split the discriminator's output on cat([fake, real], dim=0) into (pred_fake, pred_real).
-
-    The discriminator sees fake and real in one batch so that its normalization statistics are shared
-    (official code). Works on a tensor, a list of tensors, or a list (scales) of lists (features).
-    """
+    """Split the discriminator's output on cat([fake, real], dim=0) into (pred_fake, pred_real) (one batch
+    shares the normalization statistics, as officially). Works on tensors and nested lists of them."""
     if isinstance(pred, torch.Tensor):
         if pred.size(0) % 2:
             raise ValueError(f"batch of {pred.size(0)} cannot hold equal halves of fake and real")
@@ -87,17 +72,13 @@ def split_fake_real(pred):
     return [h[0] for h in halves], [h[1] for h in halves]
 
 
-# ----------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Feature matching
-# ----------------------------------------------------------------------------------------------------
 
 
 def feature_matching_loss(pred_fake, pred_real, lambda_fm: float = 10.0) -> torch.Tensor:
-    """Discriminator feature matching: L1 between intermediate features of fake and (detached) real.
-
-    Only features before the last (the prediction) count. Each layer's L1 is a mean over its elements
-    (the 1/N_i), layers and scales are summed, and the sum is weighted lambda_fm / num_D (official).
-    """
+    """L1 between the discriminator's intermediate features (not the prediction) of fake and detached real:
+    a mean per layer (the 1/N_i), summed over layers and scales, weighted lambda_fm / num_D (official)."""
     if not all(isinstance(p, (list, tuple)) for p in (*pred_fake, *pred_real)):
         raise TypeError("feature matching needs, per scale, a list of features ending with the prediction")
     num_D = len(pred_fake)
@@ -106,19 +87,16 @@ def feature_matching_loss(pred_fake, pred_real, lambda_fm: float = 10.0) -> torc
         # L_{FM} = \mathbb{E}_{(s,x)} \sum_{i=1}^{T} \frac{1}{N_i}
         #          \left\| D^{(i)}(s, x) - D^{(i)}(s, G(s)) \right\|_1
         for f_fake, f_real in zip(feats_fake[:-1], feats_real[:-1], strict=True):
-            # Real features are a fixed target: only the generator learns from this term.
             loss = loss + F.l1_loss(f_fake, f_real.detach()) * (lambda_fm / num_D)
     return loss
 
 
-# ----------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Perceptual loss (VGG19)
-# ----------------------------------------------------------------------------------------------------
 
 VGG19_URL = torchvision.models.VGG19_Weights.IMAGENET1K_V1.url
-# Last layer index (exclusive) of each slice of vgg19().features: relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
+# end (exclusive) in vgg19().features of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1, and their L1 weights
 VGG19_SLICE_ENDS = (2, 7, 12, 21, 30)
-# Weight of each slice's L1 in the perceptual loss (official): deeper features weigh more.
 VGG19_LAYER_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
 
 
@@ -133,8 +111,8 @@ def vgg19_checkpoint_path() -> str:
 
 
 def load_vgg19_imagenet_state_dict(allow_download: bool = True, download_timeout: float = 10.0) -> dict:
-    """Return the state dict of torchvision's VGG19 (IMAGENET1K_V1) from the torch hub cache (one download
-    try when allowed and missing). Never falls back to random weights: raises VGGWeightsNotFoundError."""
+    """torchvision's VGG19 (IMAGENET1K_V1) state dict from the torch hub cache (one download try if allowed);
+    never random weights: raises VGGWeightsNotFoundError."""
     path, reason = models.hub_file(VGG19_URL, allow_download, download_timeout)
     if path is None:
         expected = Path(vgg19_checkpoint_path())
@@ -151,18 +129,16 @@ class VGG19Features(nn.Module):
 
     def __init__(self, weights: str | None = "imagenet", allow_download: bool = True):
         super().__init__()
-        # Build on the meta device: only features[:30] is kept, so the 100M-parameter classifier is never
-        # allocated or initialised.
+        # on the meta device: the unused 100M-parameter classifier is never allocated
         with torch.device("meta"):
             features = torchvision.models.vgg19(weights=None).features[: VGG19_SLICE_ENDS[-1]]
         if weights == "imagenet":
             state = load_vgg19_imagenet_state_dict(allow_download)
-            prefix = "features."
-            state = {k[len(prefix):]: v for k, v in state.items()
-                     if k.startswith(prefix) and int(k[len(prefix):].split(".")[0]) < VGG19_SLICE_ENDS[-1]}
+            state = {k.removeprefix("features."): v for k, v in state.items()
+                     if k.startswith("features.") and int(k.split(".")[1]) < VGG19_SLICE_ENDS[-1]}
             features.load_state_dict(state, strict=True, assign=True)
         elif weights is None:
-            # Random weights (tests, or a sanity baseline), initialised as torchvision initialises VGG.
+            # random weights (tests), initialised as torchvision does
             features = features.to_empty(device="cpu")
             for m in features.modules():
                 if isinstance(m, nn.Conv2d):
@@ -172,8 +148,6 @@ class VGG19Features(nn.Module):
             raise ValueError(f"weights must be 'imagenet' or None, got {weights!r}")
         starts = (0,) + VGG19_SLICE_ENDS[:-1]
         self.slices = nn.ModuleList(features[a:b] for a, b in zip(starts, VGG19_SLICE_ENDS, strict=True))
-        # A fixed feature extractor: no gradient to its weights, and eval mode (it has no BN/dropout, but
-        # eval keeps it honest if that ever changes).
         self.requires_grad_(False)
         self.eval()
 
@@ -189,12 +163,8 @@ class VGG19Features(nn.Module):
 
 
 class VGGLoss(nn.Module):
-    """Perceptual loss: weighted L1 between VGG19 activations of the generated and the real image.
-
-    Images go in as they are, in [-1, 1], with no ImageNet mean/std normalization: that is what the official
-    SPADE and SEAN code does (their VGG19 wrapper feeds the generator's tanh output directly); we follow it.
-    lambda_vgg is applied by the objective, not here.
-    """
+    """Perceptual loss: weighted L1 between VGG19 activations of fake and real. Images go in as they are, in
+    [-1, 1], without ImageNet normalization, as the official code. lambda_vgg is applied by the objective."""
 
     def __init__(self, weights: str | None = "imagenet", allow_download: bool = True):
         super().__init__()
@@ -210,9 +180,8 @@ class VGGLoss(nn.Module):
         return loss
 
 
-# ----------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # VAE (SPADE's multimodal synthesis)
-# ----------------------------------------------------------------------------------------------------
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -232,31 +201,24 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
 
-# ----------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Full objectives
-# ----------------------------------------------------------------------------------------------------
 
 
 def spade_generator_loss(pred_fake, pred_real, fake: torch.Tensor, real: torch.Tensor,
                          mu: torch.Tensor | None = None, logvar: torch.Tensor | None = None,
                          vgg: VGGLoss | None = None, lambda_fm: float = 10.0, lambda_vgg: float = 10.0,
                          lambda_kl: float = 0.05, gan_mode: str = "hinge") -> dict[str, torch.Tensor]:
-    """SPADE generator (and encoder) loss: named weighted terms "gan", "fm", "vgg", "kl" and their "total".
-
-    A term is left out (not set to zero) when disabled: "fm" when lambda_fm == 0, "vgg" when vgg is None or
-    lambda_vgg == 0 (the --no-vgg-loss case), "kl" when mu/logvar are not given or lambda_kl == 0.
-    pred_fake / pred_real: the discriminator on (segmap, fake) and (segmap, real), see split_fake_real.
-    """
+    """SPADE generator (and encoder) loss: weighted terms "gan", "fm", "vgg", "kl" and their "total"; a term
+    is left out (not zero) when disabled (lambda 0, vgg None, no mu/logvar). pred_*: see split_fake_real."""
     terms = {"gan": gan_loss(pred_fake, True, for_discriminator=False, mode=gan_mode)}
     if lambda_fm:
         terms["fm"] = feature_matching_loss(pred_fake, pred_real, lambda_fm)
     if vgg is not None and lambda_vgg:
         terms["vgg"] = lambda_vgg * vgg(fake, real)
     if mu is not None and logvar is not None and lambda_kl:
-        # lambda_KL = 0.05 belongs to the official recipe: KL summed over the 4 images each of 8 GPUs holds
-        # (batch 32), then DataParallel averages the 8 GPUs' losses, i.e. 4 x the per-image mean. Writing it
-        # as that mean keeps the weight per image the same at any batch size and any number of processes
-        # (DDP averages gradients, so each process's mean is already the global mean).
+        # lambda_KL = 0.05 is for the official KL summed over 4 images per GPU, averaged over 8 GPUs: 4 x the
+        # per-image mean, written so to keep the weight per image at any batch size and process count
         # L_{KL} = \frac{4}{B} \sum_{b=1}^{B} D_{KL}\left(q(z|x_b) \,\|\, \mathcal{N}(0, I)\right)
         terms["kl"] = lambda_kl * KL_IMAGES_PER_GPU * kl_divergence(mu, logvar) / mu.shape[0]
     # \min_G \left( \max_D L_{GAN} + L_{Percep} + L_{FM} + L_{KL} \right)
@@ -277,9 +239,8 @@ def spade_discriminator_loss(pred_fake, pred_real, gan_mode: str = "hinge") -> d
 def sean_generator_loss(pred_fake, pred_real, fake: torch.Tensor, real: torch.Tensor,
                         vgg: VGGLoss | None = None, lambda_fm: float = 10.0, lambda_vgg: float = 10.0,
                         gan_mode: str = "hinge") -> dict[str, torch.Tensor]:
-    """SEAN generator (and style encoder) loss: SPADE's without the KL term; D1, D2 are the num_D=2 scales
-    of the multiscale discriminator, so the sums over k are gan_loss / feature_matching_loss over scales
-    (averaged over scales as in the official code, which absorbs the 1/2 into lambda_1 and the GAN scale)."""
+    """SEAN generator (and style encoder) loss: SPADE's without KL. D1, D2 are the num_D=2 scales, over which
+    the official code averages (absorbing the 1/2 into lambda_1 and the GAN scale)."""
     # \min_{E,G} \left( \left(\max_{D_1,D_2} \sum_{k=1,2} L_{GAN}\right)
     #           + \lambda_1 \sum_{k=1,2} L_{FM} + \lambda_2 L_{percept} \right), with
     # L_{FM} = \mathbb{E} \sum_{i=1}^{T} \frac{1}{N_i}

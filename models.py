@@ -1,20 +1,10 @@
-"""Every network of SPADE and SEAN, at the papers' size by default and tiny when asked.
+"""Every network of SPADE (Park et al., CVPR 2019, Sec. 3.2-3.3, App. A, Sec. 4 ablations) and SEAN (Zhu et
+al., CVPR 2020, Sec. 3.3), at the papers' size by default; the norm layers live in norm.py.
 
-    SPADE  Park et al., "Semantic Image Synthesis with Spatially-Adaptive Normalization", CVPR 2019
-           Sec. 3.2-3.3 and Appendix A (generator, image encoder, multi-scale discriminator), Sec. 4 ablations
-    SEAN   Zhu et al., "SEAN: Image Synthesis with Semantic Region-Adaptive Normalization", CVPR 2020,
-           Sec. 3.3
-
-The normalization layers themselves (SPADE, SEAN, CLADE, region-wise average pooling) live in norm.py; this
-file only wires them into residual blocks and networks. Parameter layouts follow the official code
-(NVlabs/SPADE with its default options, ZPdesu/SEAN) so that `count_parameters` gives exactly the official
-numbers; tests assert them. Run `python models.py` for the table of counts next to the papers'.
-
-Two official quirks worth knowing when reading the layers below:
-  * a conv followed by a parameter-free normalization loses its bias (the official `get_nonspade_norm_layer`
-    deletes it: a per-channel constant is removed by the mean subtraction anyway);
-  * spectral norm wraps the residual-block convs, the encoder's convs and the discriminator's middle convs,
-    but not the discriminator's first and last conv, nor the generator's first and last layer.
+Parameter layouts follow the official code (NVlabs/SPADE, ZPdesu/SEAN), so counts equal the official ones
+(`python models.py` prints them next to the papers'). Official quirks: a conv followed by a parameter-free
+norm has no bias (the mean subtraction removes it anyway); spectral norm wraps the residual-block convs, the
+encoder's convs and the discriminator's middle convs, not the first and last layers of G and D.
 """
 
 import argparse
@@ -30,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -40,21 +31,9 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 import norm
 
-__all__ = [
-    "SPADEResBlock",
-    "SPADEGenerator",
-    "ConvEncoder",
-    "StyleEncoder",
-    "SEANGenerator",
-    "ConcatGenerator",
-    "CLADEGenerator",
-    "Pix2PixHDGenerator",
-    "NLayerDiscriminator",
-    "MultiscaleDiscriminator",
-    "build_generator",
-    "count_parameters",
-    "init_weights",
-]
+__all__ = ["SPADEResBlock", "SPADEGenerator", "ConvEncoder", "StyleEncoder", "SEANGenerator",
+           "ConcatGenerator", "CLADEGenerator", "Pix2PixHDGenerator", "NLayerDiscriminator",
+           "MultiscaleDiscriminator", "build_generator", "count_parameters", "init_weights"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -70,23 +49,11 @@ def _sn(layer: nn.Module, spectral: bool) -> nn.Module:
     return spectral_norm(layer) if spectral else layer
 
 
-def _up(x: torch.Tensor) -> torch.Tensor:
-    # the official nn.Upsample(scale_factor=2): nearest neighbour
-    return F.interpolate(x, scale_factor=2, mode="nearest")
-
-
 @torch.no_grad()
 def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
-    """The official init (init_type='xavier', init_variance=0.02), applied to every submodule.
-
-    conv / transposed conv / linear: weight ~ xavier_normal(gain), bias = 0. Under spectral norm the official
-    code writes the init into the un-normalized weight (weight_orig); here that is `parametrizations.weight
-    .original`, after which the power-iteration vectors u, v are re-estimated for the new weight.
-    Batch norms with an affine part: weight ~ N(1, gain), bias = 0 (the official test is the class name
-    containing 'BatchNorm2d', so instance norms and everything else - SEAN's blending scalars and noise
-    scales, CLADE's class tables - keep their own init). SEAN's per-class FC layers are stored as one
-    (K, S, S) tensor in norm.SEAN; each slice gets the xavier init its own nn.Linear would get officially.
-    """
+    """The official init (xavier, gain 0.02): conv / linear weights xavier_normal (under spectral norm: the
+    un-normalized weight, then u, v re-estimated), biases 0; affine batch norms N(1, gain); each slice of
+    SEAN's stacked FC as its own Linear. Instance norms, SEAN's scalars, CLADE's tables keep their init."""
     for m in module.modules():
         if isinstance(m, _BatchNorm):
             if m.weight is not None:
@@ -114,23 +81,16 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
 
 
 class SPADEResBlock(nn.Module):
-    """norm -> LeakyReLU(0.2) -> conv3x3, twice, plus a shortcut; the label map enters through every norm.
-
-    The shortcut is learned (norm_s -> conv1x1 without bias) when fin != fout, the identity otherwise; the
-    middle width is min(fin, fout). Spectral norm on all three convs (official norm_G 'spectral...').
-
-    make_norm(num_channels) builds the conditional normalization; by default norm.SPADE. Every norm is called
-    as norm(x, segmap, *cond), so the same block serves SEAN (cond = style_codes), CLADE and the Concat
-    baseline. extra_in is how many channels a norm adds to its input (Concat: the label map), so the convs
-    that follow a norm take fin + extra_in channels.
-    """
+    """norm -> LeakyReLU(0.2) -> conv3x3, twice, plus a shortcut (norm_s -> conv1x1 without bias when fin !=
+    fout), middle width min(fin, fout), spectral norm on all convs. make_norm(nc) builds each norm (default
+    norm.SPADE), called as norm(x, segmap, *cond); extra_in: channels a norm adds to its input (Concat)."""
 
     def __init__(self, fin: int, fout: int, semantic_nc: int, param_free: str = "batch",
                  spectral: bool = True, make_norm: Callable[[int], nn.Module] | None = None,
                  extra_in: int = 0):
         super().__init__()
         if make_norm is None:
-            make_norm = lambda nc: norm.SPADE(nc, semantic_nc, param_free=param_free)  # noqa: E731
+            make_norm = lambda nc: norm.SPADE(nc, semantic_nc, param_free=param_free)
         self.learned_shortcut = fin != fout
         fmiddle = min(fin, fout)
         self.conv_0 = _sn(nn.Conv2d(fin + extra_in, fmiddle, 3, padding=1), spectral)
@@ -156,18 +116,14 @@ NUM_UPSAMPLING = {"normal": 5, "more": 6, "most": 7}
 
 
 class _Decoder(nn.Module):
-    """fc -> head_0 -> G_middle_0 -> G_middle_1 -> up_0..up_3 (-> up_4) -> LeakyReLU -> conv_img -> tanh.
-
-    Widths 16, 16, 16, 8, 4, 2, 1 (x ngf), each block preceded by a 2x nearest upsampling except head_0 (and
-    G_middle_1 unless num_upsampling_layers is "more"/"most"). The start is a (sh, sw) tensor with
-    sw = crop_size / 2^n_up and sh = sw / aspect_ratio, so the output is (sh, sw) * 2^n_up whatever the size
-    of the segmap (it is resized inside every norm).
-    make_block(fin, fout, last) builds a residual block; `last` marks the final one (SEAN treats it apart).
-    """
+    """fc -> head_0 -> G_middle_0 -> G_middle_1 -> up_0..up_3 (-> up_4) -> LeakyReLU -> conv_img -> tanh,
+    widths 16, 16, 16, 8, 4, 2, 1 (x ngf), 2x nearest upsampling before each block but head_0 (and G_middle_1
+    in "normal"). It starts at (sh, sw) = (crop / 2^n_up / aspect_ratio, crop / 2^n_up), from z (VAE) or the
+    downsampled segmap. make_norm(nc, last) builds the blocks' norms; `last` marks the final block (SEAN)."""
 
     def __init__(self, semantic_nc: int, ngf: int, crop_size: int, aspect_ratio: float,
-                 num_upsampling_layers: str, make_block: Callable[[int, int, bool], nn.Module],
-                 z_dim: int | None = None):
+                 num_upsampling_layers: str, make_norm: Callable[[int, bool], nn.Module], spectral: bool,
+                 extra_in: int = 0, z_dim: int | None = None):
         super().__init__()
         if num_upsampling_layers not in NUM_UPSAMPLING:
             raise ValueError(f"num_upsampling_layers must be one of {list(NUM_UPSAMPLING)}, "
@@ -181,18 +137,19 @@ class _Decoder(nn.Module):
             raise ValueError(f"crop_size={crop_size}, aspect_ratio={aspect_ratio}: too small for "
                              f"{n_up} upsamplings")
         nf = ngf
-        if z_dim is not None:
-            # VAE mode: z -> a (16 ngf, sh, sw) tensor
+        if z_dim is not None:  # VAE: z -> (16 ngf, sh, sw); else the segmap at (sh, sw) -> 3x3 conv
             self.fc = nn.Linear(z_dim, 16 * nf * self.sh * self.sw)
         else:
-            # deterministic mode: the label map downsampled to (sh, sw), then a 3x3 conv
             self.fc = nn.Conv2d(semantic_nc, 16 * nf, 3, padding=1)
         widths = [("head_0", 16, 16), ("G_middle_0", 16, 16), ("G_middle_1", 16, 16),
                   ("up_0", 16, 8), ("up_1", 8, 4), ("up_2", 4, 2), ("up_3", 2, 1)]
         if num_upsampling_layers == "most":
             widths.append(("up_4", 1, 0.5))
         for i, (name, a, b) in enumerate(widths):
-            self.add_module(name, make_block(int(a * nf), int(b * nf), i == len(widths) - 1))
+            last = i == len(widths) - 1
+            self.add_module(name, SPADEResBlock(int(a * nf), int(b * nf), semantic_nc, spectral=spectral,
+                                                make_norm=lambda nc, last=last: make_norm(nc, last),
+                                                extra_in=extra_in))
         self.block_names = [name for name, _, _ in widths]
         self.conv_img = nn.Conv2d(int(widths[-1][2] * nf), 3, 3, padding=1)
 
@@ -206,36 +163,28 @@ class _Decoder(nn.Module):
     def decode(self, x: torch.Tensor, segmap: torch.Tensor, *cond) -> torch.Tensor:
         more = self.num_upsampling_layers in ("more", "most")
         for name in self.block_names:
-            # no upsampling before head_0, nor before G_middle_1 in the "normal" layout
             if name != "head_0" and not (name == "G_middle_1" and not more):
-                x = _up(x)
+                x = F.interpolate(x, scale_factor=2, mode="nearest")  # the official nn.Upsample(2)
             x = getattr(self, name)(x, segmap, *cond)
         return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))
-
-
-class SPADEGenerator(_Decoder):
-    """SPADE's generator (Fig. 4 left, App. A): the decoder with SPADE residual blocks.
-
-    Defaults are the paper's: ngf 64, crop 256, spectral norm on the block convs, no VAE. param_free is the
-    normalization inside SPADE (official default: sync batch norm; "batch" is the same on one process).
-    use_vae=True starts from z (sampled from N(0, I) when forward is given none) through a linear layer,
-    instead of from the downsampled label map.
-    """
-
-    def __init__(self, semantic_nc: int, ngf: int = 64, crop_size: int = 256, aspect_ratio: float = 1.0,
-                 num_upsampling_layers: str = "normal", use_vae: bool = False, z_dim: int = 256,
-                 param_free: str = "batch", spectral: bool = True):
-        def make_block(fin, fout, last):
-            return SPADEResBlock(fin, fout, semantic_nc, param_free, spectral)
-
-        super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers, make_block,
-                         z_dim if use_vae else None)
-        self.use_vae = use_vae
-        init_weights(self)
 
     def forward(self, segmap: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """segmap (B, semantic_nc, H, W) float, z (B, z_dim) or None -> image (B, 3, sh 2^n, sw 2^n)."""
         return self.decode(self.start(segmap, z), segmap)
+
+
+class SPADEGenerator(_Decoder):
+    """SPADE's generator (Fig. 4 left, App. A) at the paper's defaults. param_free: the norm inside SPADE
+    (official: sync batch, "batch" on one process). use_vae: start from z (N(0, I) if not given)."""
+
+    def __init__(self, semantic_nc: int, ngf: int = 64, crop_size: int = 256, aspect_ratio: float = 1.0,
+                 num_upsampling_layers: str = "normal", use_vae: bool = False, z_dim: int = 256,
+                 param_free: str = "batch", spectral: bool = True):
+        super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers,
+                         lambda nc, last: norm.SPADE(nc, semantic_nc, param_free=param_free), spectral,
+                         z_dim=z_dim if use_vae else None)
+        self.use_vae = use_vae
+        init_weights(self)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -243,15 +192,9 @@ class SPADEGenerator(_Decoder):
 
 
 class ConvEncoder(nn.Module):
-    """Image -> (mu, logvar) of q(z|x): stride-2 3x3 convs (spectral norm + instance norm, LeakyReLU 0.2),
-    then two linear heads on the flattened 4x4 map.
-
-    Six convs (64, 128, 256, 512, 512, 512 for ngf 64) when crop_size >= 256, five below, as officially. The
-    official code always resizes the input to 256x256 (bilinear), which with five convs leaves an 8x8 map and
-    breaks its 4x4 linear layer; here the input is resized to 4 * 2^n_convs (256, or 128 below crop 256), the
-    same thing at the paper's size and a working encoder for small crops.
-    z_dim is 256 in the paper (hard-coded officially).
-    """
+    """Image -> (mu, logvar) of q(z|x): stride-2 3x3 convs (spectral + instance norm, LeakyReLU 0.2), then two
+    linear heads on the 4x4 map. Six convs at crop >= 256, five below; the official code always resizes to
+    256, which breaks its 4x4 heads with five convs, so the input is resized to 4 * 2^n_convs here."""
 
     def __init__(self, ngf: int = 64, crop_size: int = 256, z_dim: int = 256, spectral: bool = True):
         super().__init__()
@@ -259,7 +202,6 @@ class ConvEncoder(nn.Module):
         self.input_size = 4 * 2**n_convs
         widths = [3, ngf, 2 * ngf, 4 * ngf, 8 * ngf, 8 * ngf, 8 * ngf][: n_convs + 1]
         self.convs = nn.ModuleList(
-            # bias=False: instance norm follows and removes any per-channel constant
             _sn(nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False), spectral) for a, b in pairwise(widths)
         )
         self.norms = nn.ModuleList(nn.InstanceNorm2d(b, affine=False) for b in widths[1:])
@@ -282,13 +224,8 @@ class ConvEncoder(nn.Module):
 
 
 class StyleEncoder(nn.Module):
-    """SEAN's style encoder (official 'Zencoder'): a small conv encoder-decoder whose output F (style_dim
-    channels at half the input resolution) is pooled region by region into the style matrix ST.
-
-    conv3x3(3 -> 32) -> 2 x [stride-2 conv3x3, x2 channels] -> transposed conv (128 -> 256, x2 size)
-    -> conv3x3(256 -> style_dim) -> tanh; instance norm (no affine) + LeakyReLU 0.2 after every conv but the
-    last.
-    """
+    """SEAN's style encoder (official 'Zencoder'): a conv encoder-decoder whose output (style_dim channels at
+    half resolution) is pooled region by region into the style matrix ST; instance norm + LeakyReLU 0.2."""
 
     def __init__(self, style_dim: int = 512, nf: int = 32):
         super().__init__()
@@ -303,28 +240,22 @@ class StyleEncoder(nn.Module):
         )
 
     def forward(self, image: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-        """image (B, 3, H, W), segmap (B, K, H', W') of the K region channels -> style_codes ST
-        (B, K, style_dim), zero rows for absent classes."""
+        """image (B, 3, H, W), segmap (B, K, H', W') region channels -> ST (B, K, style_dim), 0 if absent."""
         features = self.model(image)
         # ST_{:,j} = \frac{1}{|M_j|} \sum_{p \in M_j} F_p   (norm.region_average_pool)
         return norm.region_average_pool(features, segmap)
 
 
 class SPADEWithNoise(nn.Module):
-    """The norm of SEAN's last residual block: the official ACE layer with use_rgb=False.
-
-    That is SPADE (mask only) after per-pixel noise scaled per channel by noise_var, exactly like norm.SEAN
-    without its style branch. The official layer still creates its two blending scalars although nothing reads
-    them when use_rgb=False; they are kept (as dead parameters that never get a gradient) only so that the
-    generator's parameter count equals the official one.
-    """
+    """The norm of SEAN's last block (official ACE with use_rgb=False): SPADE after SEAN's noise. Its two
+    blending scalars are never read (no gradient); kept only so that the count equals the official one."""
 
     def __init__(self, norm_nc: int, label_nc: int, param_free: str = "batch", use_noise: bool = True):
         super().__init__()
         self.use_noise = use_noise
         self.spade = norm.SPADE(norm_nc, label_nc, param_free=param_free)
-        self.blending_gamma = nn.Parameter(torch.zeros(1))  # unused, see docstring
-        self.blending_beta = nn.Parameter(torch.zeros(1))  # unused, see docstring
+        self.blending_gamma = nn.Parameter(torch.zeros(1))
+        self.blending_beta = nn.Parameter(torch.zeros(1))
         if use_noise:
             self.noise_var = nn.Parameter(torch.zeros(norm_nc))
 
@@ -335,23 +266,14 @@ class SPADEWithNoise(nn.Module):
 
 
 class SEANGenerator(_Decoder):
-    """SEAN's generator: the SPADE decoder layout with SEAN norms, plus the style encoder.
+    """SEAN's generator: the SPADE decoder with norm.SEAN in every block but the last, plus the style encoder.
 
-    Every residual block but the last uses norm.SEAN (style branch blended with a SPADE branch). The last one
-    (up_3 at "normal"/"more") uses the mask-only SPADEWithNoise: the official generator builds it with
-    use_rgb=False. The paper does not explain this and the authors did not answer the question when it was
-    asked (ZPdesu/SEAN issue #7). The likely reason is cost: a style-conditioned norm at full resolution must
-    build a style_dim-channel (512) style map at the output size and run two 512-channel 3x3 convs on it, once
-    per norm. Its 64 channels are also the closest to RGB, where the mask and the earlier style-modulated
-    features already fix the content. The official code builds up_4 for "most" but never calls it; here "most"
-    runs it, and it is the mask-only one.
-
-    Per-class FC layers are created for every region class (num_regions = semantic_nc, less the instance-edge
-    channel when use_edges; the official code hard-codes 19 and has no edge channel). The edge channel is no
-    region: it has no style code and enters only the mask branches (see norm.SEAN).
-    forward takes either an image (the style is encoded from it) or given style_codes (B, num_regions,
-    style_dim), e.g. mixed from several images for per-region style transfer or edited for one class.
-    Noise is drawn inside every norm on every call, in training and evaluation alike (as officially).
+    The last block (up_3; up_4 for "most", which the official code builds but never calls) uses the mask-only
+    SPADEWithNoise, as officially (use_rgb=False). The paper does not say why (ZPdesu/SEAN issue #7); likely
+    cost: a 512-channel style map and two 512-channel convs at full resolution per norm, on the 64 channels
+    closest to RGB, whose content the mask and earlier style-modulated features already fix.
+    num_regions = semantic_nc less the edge channel (official: 19, no edges). forward takes an image (style
+    encoded from it) or style_codes (B, num_regions, style_dim). Noise is drawn in training and eval alike.
     """
 
     def __init__(self, semantic_nc: int, ngf: int = 64, crop_size: int = 256, aspect_ratio: float = 1.0,
@@ -359,16 +281,14 @@ class SEANGenerator(_Decoder):
                  spectral: bool = True, use_noise: bool = True, use_edges: bool = False):
         num_regions = semantic_nc - int(use_edges)
 
-        def make_block(fin, fout, last):
+        def make_norm(nc, last):
             if last:
-                make_norm = lambda nc: SPADEWithNoise(nc, semantic_nc, param_free, use_noise)  # noqa: E731
-            else:
-                make_norm = lambda nc: norm.SEAN(  # noqa: E731
-                    nc, semantic_nc, style_dim=style_dim, param_free=param_free, use_noise=use_noise,
-                    num_regions=num_regions)
-            return SPADEResBlock(fin, fout, semantic_nc, param_free, spectral, make_norm=make_norm)
+                return SPADEWithNoise(nc, semantic_nc, param_free, use_noise)
+            return norm.SEAN(nc, semantic_nc, style_dim=style_dim, param_free=param_free, use_noise=use_noise,
+                             num_regions=num_regions)
 
-        super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers, make_block)
+        super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers, make_norm,
+                         spectral)
         self.style_dim, self.num_regions = style_dim, num_regions
         self.style_encoder = StyleEncoder(style_dim)
         init_weights(self)
@@ -392,11 +312,8 @@ class SEANGenerator(_Decoder):
 
 
 class ConcatNorm(nn.Module):
-    """A plain (affine) normalization followed by concatenating the resized label map: 'decoder w/ Concat'.
-
-    Batch norm with a learned per-channel scale and shift is what SPADE replaces (SPADE's own param-free norm
-    is batch norm), so it is the default; "instance" gives instance norm with affine parameters.
-    """
+    """'decoder w/ Concat': an affine norm (batch by default: what SPADE replaces), then the resized label map
+    concatenated to its output."""
 
     def __init__(self, norm_nc: int, label_nc: int, param_free: str = "batch"):
         super().__init__()
@@ -410,59 +327,40 @@ class ConcatNorm(nn.Module):
 
 
 class ConcatGenerator(_Decoder):
-    """'decoder w/ Concat' (SPADE Table 4): the SPADE decoder with every SPADE replaced by a plain
-    normalization and the label map concatenated to its output, i.e. fed to every conv of every residual
-    block (conv_0, conv_1 and the shortcut conv) where SPADE would inject it.
-
-    The paper does not give the exact wiring; this one lands at 79.25M parameters on ADE20K (151 channels),
-    the paper's 79M. Concatenating only at each block's input (conv_0 and conv_s) would give 73.8M.
-    """
+    """'decoder w/ Concat' (SPADE Table 4): ConcatNorm in place of SPADE, so the label map feeds every block
+    conv. The paper gives no wiring; this one has 79.25M parameters at 151 channels (paper: 79M; concatenating
+    only at each block's input would give 73.8M)."""
 
     def __init__(self, semantic_nc: int, ngf: int = 64, crop_size: int = 256, aspect_ratio: float = 1.0,
                  num_upsampling_layers: str = "normal", param_free: str = "batch", spectral: bool = True):
-        def make_block(fin, fout, last):
-            return SPADEResBlock(fin, fout, semantic_nc, param_free, spectral, extra_in=semantic_nc,
-                                 make_norm=lambda nc: ConcatNorm(nc, semantic_nc, param_free))
-
-        super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers, make_block)
+        super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers,
+                         lambda nc, last: ConcatNorm(nc, semantic_nc, param_free), spectral,
+                         extra_in=semantic_nc)
         init_weights(self)
-
-    def forward(self, segmap: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        return self.decode(self.start(segmap), segmap)
 
 
 class CLADEGenerator(_Decoder):
-    """The SPADE decoder with norm.CLADE (class-adaptive: a gamma/beta table lookup per class instead of a
-    conv net on the mask; Tan et al., TPAMI 2021), the efficient variant. No distance-map input (the
-    CLADE-ICPE option of its paper). With use_edges the segmap's last channel is the instance-edge map: each
-    norm appends it (through a 1x1 conv) as one channel, so every block conv takes one more input, as in the
-    official CLADE."""
+    """The SPADE decoder with norm.CLADE (Tan et al., TPAMI 2021; no distance-map input). With use_edges the
+    last segmap channel is the instance-edge map, which each norm appends as one channel (official CLADE)."""
 
     def __init__(self, semantic_nc: int, ngf: int = 64, crop_size: int = 256, aspect_ratio: float = 1.0,
                  num_upsampling_layers: str = "normal", param_free: str = "batch", spectral: bool = True,
                  use_edges: bool = False):
         classes = semantic_nc - int(use_edges)
-
-        def make_block(fin, fout, last):
-            return SPADEResBlock(fin, fout, semantic_nc, param_free, spectral, extra_in=int(use_edges),
-                                 make_norm=lambda nc: norm.CLADE(nc, classes, param_free, use_edges))
-
-        super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers, make_block)
+        super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers,
+                         lambda nc, last: norm.CLADE(nc, classes, param_free, use_edges), spectral,
+                         extra_in=int(use_edges))
         init_weights(self)
 
-    def forward(self, segmap: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        return self.decode(self.start(segmap), segmap)
 
-
-class _Plain(nn.Module):
-    """Instance norm without affine parameters that ignores the label map (pix2pixHD's norm)."""
+class _Plain(nn.InstanceNorm2d):
+    """pix2pixHD's norm: instance norm without affine parameters, ignoring the label map."""
 
     def __init__(self, norm_nc: int):
-        super().__init__()
-        self.norm = nn.InstanceNorm2d(norm_nc, affine=False)
+        super().__init__(norm_nc, affine=False)
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-        return self.norm(x)
+        return super().forward(x)
 
 
 class _Pix2PixHDResBlock(nn.Module):
@@ -484,22 +382,10 @@ class _Pix2PixHDResBlock(nn.Module):
 
 
 class Pix2PixHDGenerator(nn.Module):
-    """pix2pixHD's global generator as in SPADE's official code (the paper's baseline): the label map is the
-    input; 7x7 conv -> n_downsample stride-2 convs -> n_blocks residual blocks -> n_downsample transposed
-    convs -> 7x7 conv -> tanh, instance norm (no affine) + ReLU after every conv but the last, reflection
-    padding.
-
-    Convs before a norm have no bias (official). The official default norm is plain 'instance' (no spectral
-    norm; that code path actually fails in the official get_nonspade_norm_layer, which only defines the
-    sub-norm type after a 'spectral' prefix), so spectral=False by default; the counts do not depend on it.
-
-    SPADE Table 4's variants, whose exact wiring the paper does not give:
-      "pix2pixHD++"            spectral=True (the paper's improved training, same network)
-      "pix2pixHD++ w/ SPADE"   norm="spade": every instance norm replaced by SPADE (instance param-free)
-      "pix2pixHD++ w/ Concat"  concat_label=True: the label map concatenated at each residual block's input
-      "compact pix2pixHD++"    ngf=48
-    The output size equals the input size (which must be divisible by 2^n_downsample).
-    """
+    """pix2pixHD's global generator (SPADE's baseline, official code): 7x7 conv, stride-2 convs, residual
+    blocks, transposed convs, 7x7 conv, tanh; instance norm + ReLU, reflection padding, no spectral norm by
+    default (official). Output size = input size. SPADE Table 4 variants (wiring not given): "pix2pixHD++"
+    spectral=True; "w/ SPADE" norm_type="spade"; "w/ Concat" concat_label=True; "compact" ngf=48."""
 
     def __init__(self, semantic_nc: int, ngf: int = 64, n_downsample: int = 4, n_blocks: int = 9,
                  norm_type: str = "instance", concat_label: bool = False, spectral: bool = False,
@@ -508,7 +394,7 @@ class Pix2PixHDGenerator(nn.Module):
         if norm_type == "instance":
             make_norm = _Plain
         elif norm_type == "spade":
-            make_norm = lambda nc: norm.SPADE(nc, semantic_nc, param_free=param_free)  # noqa: E731
+            make_norm = lambda nc: norm.SPADE(nc, semantic_nc, param_free=param_free)
         else:
             raise ValueError(f"norm_type must be 'instance' or 'spade', got {norm_type!r}")
         self.stem = _sn(nn.Conv2d(semantic_nc, ngf, 7, bias=False), spectral)
@@ -545,13 +431,9 @@ class Pix2PixHDGenerator(nn.Module):
 
 
 class NLayerDiscriminator(nn.Module):
-    """PatchGAN on concat(label map, image): 4x4 convs, LeakyReLU 0.2, returns every layer's output.
-
-    Layer 0: conv stride 2 (bias, no norm, no spectral norm). Layers 1..n_layers-1: width x2 (max 512),
-    stride 2 except the last of them which has stride 1 (the official fix of May 2019), spectral norm +
-    instance norm, no bias. Final layer: conv to 1 channel, stride 1 (bias, no norm). Padding 2 everywhere
-    (ceil((4-1)/2)).
-    """
+    """PatchGAN on concat(label map, image) returning every layer's output: 4x4 convs (padding 2), LeakyReLU
+    0.2; the middle layers double the width (max 512) with spectral + instance norm, stride 2 but the last
+    (stride 1: the official fix of May 2019); first and final conv plain, the final one to 1 channel."""
 
     def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 4, spectral: bool = True):
         super().__init__()
@@ -599,21 +481,14 @@ class MultiscaleDiscriminator(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Official pretrained checkpoints: NVlabs/SPADE (latest_net_G.pth, latest_net_E.pth) and ZPdesu/SEAN
-#
-# The official networks are the ones above under other names (same parameter counts, same outputs).
-# convert_official_state renames every key of an official state dict by these rules, checks that the result
-# fits
-# this project's network exactly (no key missing, none left over, every shape equal) and loads it:
-#   X.weight_orig, X.weight_u, X.weight_v   torch.nn.utils.spectral_norm (the official code)
-#     -> X.parametrizations.weight.original, X.parametrizations.weight.0._u, ..._v   (parametrizations)
-#   layerN.0.*            -> convs.{N-1}.*     SPADE's image encoder (layerN.1 is a parameter-free norm)
-#   Zencoder.*            -> style_encoder.*   SEAN's style encoder, same nn.Sequential indices
+# Official checkpoints (NVlabs/SPADE latest_net_G/E.pth, ZPdesu/SEAN): the networks above under other names.
+# convert_official_state renames the keys, checks an exact fit (no key missing or left over, equal shapes):
+#   X.weight_orig, X.weight_u, X.weight_v -> X.parametrizations.weight.original, ...weight.0._u, ..._v
+#   layerN.0.* -> convs.{N-1}.* (SPADE's encoder);  Zencoder.* -> style_encoder.*
 #   B.ace_0, ace_1, ace_s -> B.norm_0, norm_1, norm_s, and inside them Spade.* -> spade.*
 #   ACE.fc_mu0 .. fc_mu{K-1} (.weight, .bias) -> stacked into fc_mu_weight (K, S, S), fc_mu_bias (K, S)
-#   the last SEAN block (official ACE with use_rgb=False; SPADEWithNoise here): ACE.param_free_norm ->
-#     spade.param_free_norm; the official inner Spade.param_free_norm, which is never called, is dropped
-# Every other key (fc, the SPADE norms, conv_img, the encoder's fc_mu / fc_var) keeps its name.
+#   last SEAN block (SPADEWithNoise): param_free_norm -> spade.param_free_norm; the never-called official
+#     Spade.param_free_norm is dropped.  Every other key keeps its name.
 
 
 class OfficialCheckpointError(ValueError):
@@ -654,14 +529,13 @@ def convert_official_state(state: dict, model: nn.Module, what: str = "network")
             out[name] = (key, value)
     missing, unexpected = [], []
     for name, parts in fc.items():  # the per-class Linear layers, stacked
+        base, kind = name.rsplit(".fc_mu_", 1)
         k = ours[name].shape[0] if name in ours else 0
         unexpected += [key for j, (key, _) in sorted(parts.items()) if j >= k]
-        absent = [j for j in range(k) if j not in parts]
-        if absent:
-            missing += [f"{name.rsplit('.fc_mu_', 1)[0]}.fc_mu{j}.{name.rsplit('_', 1)[1]}" for j in absent]
-        elif k:
-            out[name] = (f"{name.rsplit('.fc_mu_', 1)[0]}.fc_mu0..{k - 1}",
-                         torch.stack([parts[j][1] for j in range(k)]))
+        absent = [f"{base}.fc_mu{j}.{kind}" for j in range(k) if j not in parts]
+        missing += absent
+        if k and not absent:
+            out[name] = (f"{base}.fc_mu0..{k - 1}", torch.stack([parts[j][1] for j in range(k)]))
     # num_batches_tracked is a counter, not a weight (and files older than torch 0.4.1 lack it)
     missing += [n for n in ours if n not in out and n not in fc and not n.endswith("num_batches_tracked")]
     unexpected += [key for n, (key, _) in out.items() if n not in ours]
@@ -709,13 +583,8 @@ def official_options_from_weights(state: dict) -> dict:
 # Factory and the parameter-count table
 
 
-GENERATORS = {
-    "spade": SPADEGenerator,
-    "sean": SEANGenerator,
-    "concat": ConcatGenerator,
-    "pix2pixhd": Pix2PixHDGenerator,
-    "clade": CLADEGenerator,
-}
+GENERATORS = {"spade": SPADEGenerator, "sean": SEANGenerator, "concat": ConcatGenerator,
+              "pix2pixhd": Pix2PixHDGenerator, "clade": CLADEGenerator}
 
 
 def build_generator(model: str, semantic_nc: int, **kw) -> nn.Module:
@@ -727,45 +596,30 @@ def build_generator(model: str, semantic_nc: int, **kw) -> nn.Module:
 
 @dataclass
 class ModelArgs:
-    """Everything that fixes the networks' shapes. Every train.py checkpoint stores it as "model_args", so any
-    script rebuilds the trained networks with build(ModelArgs(**ckpt["model_args"])). Field names are
-    train.Args's, so ModelArgs.from_config(config, ...) reads them out of a run's arguments."""
+    """Everything that fixes the networks' shapes, stored in every checkpoint as "model_args" (rebuild with
+    build(ModelArgs(**ckpt["model_args"]))); field names are train.Args's, read by from_config."""
 
-    model: str = "spade"
-    """generator: spade | sean | concat | pix2pixhd | clade"""
-    semantic_nc: int = 11
-    """generator input channels: classes + don't-care + instance edges"""
-    use_edges: bool = False
-    """the segmap's last channel is the instance-edge map (SEAN and CLADE treat it apart from the classes)"""
-    vae: bool = False
-    """SPADE with its image encoder (z from the encoder instead of the downsampled segmap)"""
-    ngf: int = 64
-    """generator (and encoder) width"""
-    ndf: int = 64
-    """discriminator width"""
-    num_D: int = 2
-    """discriminator scales"""
-    n_layers_D: int = 4
-    """layers of each PatchGAN discriminator"""
-    z_dim: int = 256
-    """VAE latent size"""
-    style_dim: int = 512
-    """SEAN style code length per region"""
-    crop_size: int = 256
-    """output width"""
-    aspect_ratio: float = 1.0
-    """output width / height"""
-    num_upsampling_layers: str = "normal"
-    """decoder depth: normal | more | most"""
-    param_free: str = "syncbatch"
-    """parameter-free normalization inside the conditional norms: batch | instance | syncbatch"""
+    model: str = "spade"  # generator: spade | sean | concat | pix2pixhd | clade
+    semantic_nc: int = 11  # generator input channels: classes + don't-care + instance edges
+    use_edges: bool = False  # the segmap's last channel is the instance-edge map (SEAN, CLADE: not a class)
+    vae: bool = False  # SPADE with its image encoder (z from the encoder, not the downsampled segmap)
+    ngf: int = 64  # generator (and encoder) width
+    ndf: int = 64  # discriminator width
+    num_D: int = 2  # discriminator scales
+    n_layers_D: int = 4  # layers of each PatchGAN discriminator
+    z_dim: int = 256  # VAE latent size
+    style_dim: int = 512  # SEAN style code length per region
+    crop_size: int = 256  # output width
+    aspect_ratio: float = 1.0  # output width / height
+    num_upsampling_layers: str = "normal"  # decoder depth: normal | more | most
+    param_free: str = "syncbatch"  # the norm inside the conditional norms: batch | instance | syncbatch
 
     @classmethod
     def from_config(cls, config: dict, semantic_nc: int, use_edges: bool) -> "ModelArgs":
         """The networks' part of a run's arguments (train.Args as a dict)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in config.items() if k in names} | dict(semantic_nc=semantic_nc,
-                                                                            use_edges=bool(use_edges)))
+        given = {k: v for k, v in config.items() if k in names}
+        return cls(**given | dict(semantic_nc=semantic_nc, use_edges=bool(use_edges)))
 
 
 def build(a: ModelArgs) -> tuple[nn.Module, nn.Module, nn.Module | None]:
@@ -775,8 +629,8 @@ def build(a: ModelArgs) -> tuple[nn.Module, nn.Module, nn.Module | None]:
     else:
         kw = dict(ngf=a.ngf, crop_size=a.crop_size, aspect_ratio=a.aspect_ratio,
                   num_upsampling_layers=a.num_upsampling_layers, param_free=a.param_free)
-        kw |= {"spade": dict(use_vae=a.vae, z_dim=a.z_dim), "sean": dict(style_dim=a.style_dim,
-                                                                          use_edges=a.use_edges),
+        kw |= {"spade": dict(use_vae=a.vae, z_dim=a.z_dim),
+               "sean": dict(style_dim=a.style_dim, use_edges=a.use_edges),
                "clade": dict(use_edges=a.use_edges)}.get(a.model, {})
         G = build_generator(a.model, a.semantic_nc, **kw)
     D = MultiscaleDiscriminator(a.semantic_nc + 3, ndf=a.ndf, n_layers=a.n_layers_D, num_D=a.num_D)
@@ -827,9 +681,8 @@ def read_checkpoint(path: str | os.PathLike, device="cpu", mmap: bool = False) -
 
 
 def hub_file(url: str, allow_download: bool = True, timeout: float = 10.0) -> tuple[Path | None, str]:
-    """A weight file in torch hub's checkpoint folder (torchvision's and pytorch-fid's cache): (path, "") if
-    it is there or a download (one try, with a socket timeout so that an offline machine fails fast) put it
-    there, else (None, why not). The download goes to a temp file first: nothing half-written is left."""
+    """A weight file in torch hub's checkpoint folder: (path, "") if there or downloaded (one try, with a
+    socket timeout so that an offline machine fails fast; via a temp file), else (None, why not)."""
     path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urllib.parse.urlparse(url).path)
     if path.is_file():
         return path, ""
@@ -864,11 +717,9 @@ def field_docs(cls) -> dict[str, str]:
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls, choices: dict | None = None,
                        show_defaults: bool = True) -> None:
-    """--field-name for every field (also --field_name, as the official code spells them); booleans get
-    --x / --no-x (so a boolean field must not itself start with no_), lists take several values (and may
-    repeat), fields without a default are required.
-    With show_defaults=False the parser leaves unset flags out of its namespace (argparse.SUPPRESS), so the
-    caller can tell which flags were given."""
+    """--field-name (and the official --field_name) for every field: booleans --x / --no-x (so no field starts
+    with no_), lists take several values, fields without default are required. show_defaults=False leaves
+    unset flags out of the namespace (argparse.SUPPRESS), so the caller sees which were given."""
     docs, choices = field_docs(cls), choices or {}
     for f in dataclasses.fields(cls):
         flags = ["--" + f.name.replace("_", "-")] + (["--" + f.name] if "_" in f.name else [])
@@ -892,20 +743,15 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, choices: dict | Non
                                 metavar=None if f.name in choices else f.name.upper(), **kw)
 
 
-@dataclass
-class CountRow:
-    """One line of the `python models.py` table."""
+class CountRow(NamedTuple):
+    """One line of the `python models.py` table: build runs under torch.device("meta"); official is the
+    official code's exact count (None: no official network); paper the printed number ("-": none)."""
 
     name: str
-    """What the configuration is (paper row name or dataset)."""
     build: Callable[[], nn.Module]
-    """Builds the network (called under torch.device("meta"): no memory, no compute)."""
     official: int | None
-    """The official code's exact count with the same options (None where there is no official network)."""
     paper: str
-    """The number the paper prints ("-" where it prints none)."""
-    note: str = ""
-    """How the variant is built where the paper does not say."""
+    note: str = ""  # how the variant is built where the paper does not say
 
 
 # Exact counts of the official code (NVlabs/SPADE, ZPdesu/SEAN) with default options; tests assert equality.
@@ -939,7 +785,7 @@ COUNT_ROWS = [
     CountRow("SPADE G, CelebAMask-HQ (19)", lambda: SPADEGenerator(19), OFFICIAL_COUNTS["spade_19"], "-"),
     CountRow("SPADE G, ADE20K, VAE (z 256)", lambda: SPADEGenerator(151, use_vae=True),
              OFFICIAL_COUNTS["spade_151_vae"], "-"),
-    CountRow("SPADE ConvEncoder (crop 256)", lambda: ConvEncoder(), OFFICIAL_COUNTS["conv_encoder"], "-"),
+    CountRow("SPADE ConvEncoder (crop 256)", ConvEncoder, OFFICIAL_COUNTS["conv_encoder"], "-"),
     CountRow("Multiscale D, input 39 (Cityscapes)", lambda: MultiscaleDiscriminator(39),
              OFFICIAL_COUNTS["msd_39"], "-"),
     CountRow("Multiscale D, input 154 (ADE20K)", lambda: MultiscaleDiscriminator(154),

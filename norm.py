@@ -1,16 +1,9 @@
-"""Normalization layers for semantic image synthesis: why plain normalization washes out a semantic mask,
-and three ways to put it back.
+"""Normalization layers for semantic image synthesis: SPADE (Park et al., CVPR 2019, Sec. 3), SEAN (Zhu et
+al., CVPR 2020, Sec. 3) and CLADE (Tan et al., TPAMI 2021).
 
-    SPADE  Park et al., "Semantic Image Synthesis with Spatially-Adaptive Normalization", CVPR 2019, Sec. 3
-    SEAN   Zhu et al., "SEAN: Image Synthesis with Semantic Region-Adaptive Normalization", CVPR 2020, Sec. 3
-    CLADE  Tan et al., "Efficient Semantic Image Synthesis via Class-Adaptive Normalization", TPAMI 2021
-
-Every layer first normalizes its input with a *parameter-free* norm (batch, instance or sync-batch with
-affine=False) and then modulates it with a scale gamma and a shift beta that depend on the segmentation map
-(and, for SEAN, on a per-region style code). Parameter layouts match the official code exactly so that whole
-generators have the official parameter counts.
-
-Run `python norm.py` for a small wash-out demo.
+Each layer normalizes with a parameter-free norm, then modulates with gamma and beta computed from the
+segmentation map (SEAN: also from per-region style codes). Parameter layouts match the official code, so
+whole generators have the official parameter counts. `python norm.py` runs a small wash-out demo.
 """
 
 import math
@@ -19,17 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = [
-    "batch_stats",
-    "instance_stats",
-    "normalize",
-    "make_param_free_norm",
-    "region_average_pool",
-    "SPADE",
-    "SEAN",
-    "sean_paper_form",
-    "CLADE",
-]
+__all__ = ["batch_stats", "instance_stats", "normalize", "make_param_free_norm", "region_average_pool",
+           "SPADE", "SEAN", "sean_paper_form", "CLADE"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -61,19 +45,16 @@ def normalize(h: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, eps: float
 
 
 def make_param_free_norm(kind: str, num_features: int) -> nn.Module:
-    """The normalization before modulation; no learnable affine part (gamma/beta come from the mask)."""
-    if kind == "batch":
-        return nn.BatchNorm2d(num_features, affine=False)
-    if kind == "instance":
-        return nn.InstanceNorm2d(num_features, affine=False)
-    if kind == "syncbatch":
-        # behaves like BatchNorm2d on one process; synchronizes statistics under DistributedDataParallel
-        return nn.SyncBatchNorm(num_features, affine=False)
-    raise ValueError(f"param_free must be one of 'batch', 'instance', 'syncbatch', got {kind!r}")
+    """The normalization before modulation, affine=False (gamma/beta come from the mask). "syncbatch" equals
+    "batch" on one process and synchronizes statistics under DistributedDataParallel."""
+    kinds = {"batch": nn.BatchNorm2d, "instance": nn.InstanceNorm2d, "syncbatch": nn.SyncBatchNorm}
+    if kind not in kinds:
+        raise ValueError(f"param_free must be one of 'batch', 'instance', 'syncbatch', got {kind!r}")
+    return kinds[kind](num_features, affine=False)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Input checks and helpers
+# Helpers
 
 
 def _check_segmap(layer: str, segmap: torch.Tensor, x: torch.Tensor, label_nc: int) -> None:
@@ -92,8 +73,8 @@ def resize_segmap(segmap: torch.Tensor, size) -> torch.Tensor:
 
 
 def add_noise(x: torch.Tensor, noise_var: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """SEAN's noise, as the official code: one N(0, 1) value per pixel, shared by all channels and scaled per
-    channel by noise_var; added in training and evaluation alike. noise: a given (B, 1, H, W) draw."""
+    """SEAN's noise (official): one N(0, 1) value per pixel shared by all channels, scaled per channel by
+    noise_var, in training and evaluation alike. noise: a given (B, 1, H, W) draw."""
     if noise is None:
         noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
     # h_{n,c,y,x} \leftarrow h_{n,c,y,x} + \nu_c \, z_{n,y,x},\quad z \sim \mathcal{N}(0, 1)
@@ -101,12 +82,8 @@ def add_noise(x: torch.Tensor, noise_var: torch.Tensor, noise: torch.Tensor | No
 
 
 def region_average_pool(features: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-    """SEAN's region-wise average pooling: features (B, C, H, W), segmap (B, K, H', W') -> ST (B, K, C).
-
-    The segmap is resized (nearest) to the feature size. Row k of ST[b] is the mean feature over region k of
-    sample b; it is zero when class k is absent. For a one-hot map this is exactly the official masked mean;
-    a soft map is treated as per-pixel weights.
-    """
+    """SEAN's region-wise average pooling: features (B, C, H, W), segmap (B, K, H', W') -> ST (B, K, C), row
+    k the mean feature over region k (zero if absent). One-hot: the official masked mean; soft: weights."""
     if features.dim() != 4 or segmap.dim() != 4 or segmap.shape[0] != features.shape[0]:
         raise ValueError(
             f"region_average_pool expected features (B, C, H, W) and segmap (B, K, H, W) with the same B, "
@@ -124,11 +101,8 @@ def region_average_pool(features: torch.Tensor, segmap: torch.Tensor) -> torch.T
 
 
 class SPADE(nn.Module):
-    """Spatially-adaptive (de)normalization: gamma and beta are maps computed from the segmentation mask.
-
-    Parameters (as the official code): mlp_shared = conv(label_nc -> hidden, k) + ReLU,
-    mlp_gamma / mlp_beta = conv(hidden -> norm_nc, k), zero padding, biases on.
-    """
+    """Spatially-adaptive normalization: gamma and beta are maps computed from the mask. Official layout:
+    mlp_shared = conv(label_nc -> hidden) + ReLU, mlp_gamma / mlp_beta = conv(hidden -> norm_nc)."""
 
     def __init__(self, norm_nc: int, label_nc: int, hidden: int = 128, kernel_size: int = 3,
                  param_free: str = "batch"):
@@ -149,9 +123,8 @@ class SPADE(nn.Module):
         _check_segmap("SPADE", segmap, x, self.label_nc)
         normalized = self.param_free_norm(x)
         gamma, beta = self.gamma_beta(resize_segmap(segmap, x.shape[2:]).to(x.dtype))
-        # Why 1 + gamma: the convs start with small random weights, so gamma ~ 0 at init and the layer starts
-        # as (almost) the identity on the normalized signal, keeping its unit scale; a plain gamma ~ 0 would
-        # instead multiply the signal by ~0 and kill it (and its gradient) at the start of training.
+        # Why 1 + gamma: gamma ~ 0 at init, so the layer starts as the identity on the normalized signal; a
+        # plain gamma ~ 0 would multiply the signal (and its gradient) by ~0 at the start of training.
         # out_{n,c,y,x} = \gamma_{c,y,x}(m) \frac{h_{n,c,y,x} - \mu_c}{\sigma_c} + \beta_{c,y,x}(m)
         #   (the code's \gamma is 1 + \gamma_{net})
         return normalized * (1 + gamma) + beta
@@ -162,28 +135,15 @@ class SPADE(nn.Module):
 
 
 class SEAN(nn.Module):
-    """Semantic region-adaptive normalization (the official code calls the layer ACE).
+    """Semantic region-adaptive normalization (official: ACE with use_rgb=True). Parameters: the K per-class
+    Linear(S, S) as fc_mu_weight (K, S, S) / fc_mu_bias (K, S); conv_gamma, conv_beta on the style map; a
+    SPADE branch (gamma^o, beta^o); blending_gamma / _beta (init 0: alpha 0.5); noise_var (if use_noise).
 
-    Parameters (as the official ACE with use_rgb=True):
-      fc_mu_weight (K, S, S), fc_mu_bias (K, S)  - the K per-class Linear(S, S) layers as one batched tensor
-      conv_gamma, conv_beta                      - conv(S -> norm_nc, k) on the per-region style map
-      spade                                      - a full SPADE branch (hidden 128) giving gamma^o, beta^o
-      blending_gamma, blending_beta              - scalars, init 0 (alpha = sigmoid = 0.5)
-      noise_var (norm_nc,)                       - per-channel noise scale, init 0 (only if use_noise)
-
-    Regions: the style matrix has one row per *region channel*, the first num_regions channels of the
-    segmap (the classes, and the don't-care class when the dataset has one: both partition the image, so
-    every pixel belongs to exactly one region and region-wise pooling is a true average). Channels after
-    them (the instance-edge channel) overlap the regions and are not regions: they reach gamma/beta only
-    through the mask-only SPADE branch, as in SPADE. num_regions defaults to label_nc (no edge channel).
-
-    sean_paper_form (below) computes the layer as the paper draws it: build the style map sum_k v_k M_k,
-    conv it, blend. forward computes the same without building the (B, S, H, W) style map: a conv is linear,
-    so conv(sum_k v_k M_k) = sum_k (W . v_k) * M_k, i.e. each sample's style vectors are folded into a kernel
-    over the K mask channels and one grouped conv (groups=B) runs on the mask. Zero padding keeps this exact
-    because the style map and the mask are both zero outside the image. For one-hot maps both equal the
-    official code; where a pixel has several nonzero channels (soft maps) the regions' style vectors are
-    summed with the mask weights, while the official masked_scatter lets the last class win.
+    Regions are the first num_regions segmap channels (classes + don't-care, a partition of the image);
+    later channels (instance edges) reach gamma/beta only through the SPADE branch.
+    Why forward equals sean_paper_form: a conv is linear, so conv(sum_k v_k M_k) = sum_k (W . v_k) * M_k;
+    each sample's style vectors fold into a kernel over the K mask channels, run as one grouped conv (zero
+    padding keeps it exact). Soft maps sum the regions' styles; the official masked_scatter lets the last win.
     """
 
     def __init__(self, norm_nc: int, label_nc: int, style_dim: int = 512, hidden: int = 128,
@@ -195,7 +155,7 @@ class SEAN(nn.Module):
         if not 1 <= self.num_regions <= label_nc:
             raise ValueError(f"SEAN: num_regions must be in 1..label_nc={label_nc}, got {num_regions}")
         self.param_free_norm = make_param_free_norm(param_free, norm_nc)
-        # one Linear(style_dim, style_dim) per region class, stacked; init as nn.Linear: U(-1/sqrt(in), ..)
+        # init as nn.Linear: U(-1/sqrt(in), 1/sqrt(in))
         bound = 1.0 / math.sqrt(style_dim)
         R = self.num_regions
         self.fc_mu_weight = nn.Parameter(torch.empty(R, style_dim, style_dim).uniform_(-bound, bound))
@@ -210,22 +170,11 @@ class SEAN(nn.Module):
         if use_noise:
             self.noise_var = nn.Parameter(torch.zeros(norm_nc))
 
-    def _check_style_codes(self, style_codes: torch.Tensor, batch: int) -> None:
-        expected = (batch, self.num_regions, self.style_dim)
-        if tuple(style_codes.shape) != expected:
-            raise ValueError(
-                f"SEAN expected style_codes of shape (B, num_regions, style_dim) = {expected}, "
-                f"got {tuple(style_codes.shape)}"
-            )
-
     def region_styles(self, style_codes: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-        """Per-class FC + ReLU on each region's style vector: ST rows (B, K, S) -> v (B, K, S), 0 if absent.
-
-        (The official code calls these fc_mu / mu; here v, so that mu stays the normalization mean.)"""
+        """Per-class FC + ReLU: ST (B, K, S) -> v (B, K, S), 0 for absent classes (official name: mu)."""
         # v_{b,k} = \mathrm{ReLU}(W_k ST_{:,k} + b_k), all classes at once
-        # computed as W_k (t, s) @ ST_k (s, b) per class, so that the weight's gradient comes out in the
-        # weight's own (K, t, s) layout; einsum("bks,kts->bkt") made it as (K, s, t) and then paid a
-        # transposed copy of K S^2 floats (20 MB per layer at S = 512) in every backward pass
+        # as W_k (t, s) @ ST_k (s, b): the weight's gradient comes out in its own (K, t, s) layout (an einsum
+        # paid a transposed copy of K S^2 floats, 20 MB per layer at S = 512, in every backward)
         v = torch.bmm(self.fc_mu_weight, style_codes.permute(1, 2, 0)).permute(2, 0, 1)  # (B, K, t)
         v = F.relu(v + self.fc_mu_bias)
         # absent classes contribute nothing (their mask channel is 0); where() also stops NaN/inf codes there
@@ -234,13 +183,13 @@ class SEAN(nn.Module):
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor, style_codes: torch.Tensor,
                 noise: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, norm_nc, H, W), segmap (B, label_nc, *, *), style_codes (B, num_regions, style_dim) -> like
-        x.
-
-        noise: optional (B, 1, H, W) standard-normal draw (tests pass one to compare with the paper form).
-        """
+        """x (B, C, H, W), segmap (B, label_nc, *, *), style_codes (B, num_regions, style_dim) -> like x.
+        noise: optional (B, 1, H, W) standard-normal draw."""
         _check_segmap("SEAN", segmap, x, self.label_nc)
-        self._check_style_codes(style_codes, x.shape[0])
+        expected = (x.shape[0], self.num_regions, self.style_dim)
+        if tuple(style_codes.shape) != expected:
+            raise ValueError(f"SEAN expected style_codes of shape (B, num_regions, style_dim) = {expected}, "
+                             f"got {tuple(style_codes.shape)}")
         if self.use_noise:
             x = add_noise(x, self.noise_var, noise)
         normalized = self.param_free_norm(x)
@@ -253,8 +202,7 @@ class SEAN(nn.Module):
         a_g = torch.sigmoid(self.blending_gamma)
         a_b = torch.sigmoid(self.blending_beta)
 
-        # Everything from here to gamma/beta is linear in the conv weights, so the blending weights are
-        # applied to the (small) weights instead of the (B, C, H, W) maps; gamma and beta share each conv.
+        # gamma/beta are linear in the conv weights: blend the (small) weights, not the (B, C, H, W) maps
         # \gamma = \alpha_\gamma \gamma^s + (1 - \alpha_\gamma) \gamma^o
         # \beta = \alpha_\beta \beta^s + (1 - \alpha_\beta) \beta^o
         w_s = torch.cat([a_g * self.conv_gamma.weight, a_b * self.conv_beta.weight])  # (2C, S, kh, kw)
@@ -276,18 +224,14 @@ class SEAN(nn.Module):
                          padding=pad, groups=B)
         gamma_beta = gamma_beta + style.reshape(B, 2 * C, H, W)
         gamma, beta = gamma_beta.split(C, dim=1)
-        # 1 + gamma for the same reason as in SPADE: identity modulation at init, unit scale preserved
         # out = \gamma_{c,y,x} \frac{h_{n,c,y,x} - \mu_c}{\sigma_c} + \beta_{c,y,x}   (code: 1 + \gamma)
         return torch.addcmul(beta, normalized, 1 + gamma)
 
 
 def sean_paper_form(layer: SEAN, x: torch.Tensor, segmap: torch.Tensor, style_codes: torch.Tensor,
                     noise: torch.Tensor | None = None) -> torch.Tensor:
-    """A SEAN layer computed as the paper draws it (SEAN §3.2, Fig. 3), from the layer's own parameters:
-    each region's style vector goes through its class's FC + ReLU and is broadcast over the region to build
-    the style map, which two convs turn into gamma^s, beta^s; the SPADE branch gives gamma^o, beta^o from the
-    mask; the two are blended. Same inputs and result as layer(x, segmap, style_codes, noise); the tests and
-    bench.py use it as the reference for the folded SEAN.forward."""
+    """`layer` computed as the paper draws it (SEAN §3.2, Fig. 3): build the style map, conv it, blend with
+    the SPADE branch. Same result as layer(x, segmap, style_codes, noise); the reference for SEAN.forward."""
     if layer.use_noise:
         x = add_noise(x, layer.noise_var, noise)
     normalized = layer.param_free_norm(x)
@@ -319,15 +263,9 @@ def sean_paper_form(layer: SEAN, x: torch.Tensor, segmap: torch.Tensor, style_co
 
 
 class CLADE(nn.Module):
-    """Class-adaptive normalization: gamma and beta are looked up per class, no convolution.
-
-    Parameters as the official ClassAffine: weight (label_nc, norm_nc) ~ U(0, 1), bias (label_nc, norm_nc) 0,
-    out = norm(x) * weight[label] + bias[label] (CLADE uses a plain gamma, not 1 + gamma).
-
-    label_nc counts the class channels (with don't-care). An instance-edge channel (use_edges, the segmap's
-    last channel) is not a class a pixel can be looked up by, so, as the official CLADE, it goes through its
-    own 1x1 conv and is appended as one extra output channel (the next convs take norm_nc + 1 inputs).
-    """
+    """Class-adaptive normalization (official ClassAffine): gamma, beta looked up per class in the tables
+    weight ~ U(0, 1) and bias = 0 (a plain gamma, not 1 + gamma). label_nc counts the classes; with use_edges
+    the last segmap channel (instance edges) goes through a 1x1 conv and is appended as one output channel."""
 
     def __init__(self, norm_nc: int, label_nc: int, param_free: str = "batch", use_edges: bool = False):
         super().__init__()
@@ -342,7 +280,7 @@ class CLADE(nn.Module):
         _check_segmap("CLADE", segmap, x, self.label_nc + int(self.use_edges))
         normalized = self.param_free_norm(x)
         segmap = resize_segmap(segmap, x.shape[2:]).to(x.dtype)
-        label = segmap[:, :self.label_nc].argmax(dim=1)  # (B, H, W); a lookup needs one label per pixel
+        label = segmap[:, :self.label_nc].argmax(dim=1)  # (B, H, W)
         # \gamma_{c,y,x} = \Gamma_{l(y,x), c},  \beta_{c,y,x} = B_{l(y,x), c}: a table lookup per pixel
         gamma = F.embedding(label, self.weight).permute(0, 3, 1, 2)
         beta = F.embedding(label, self.bias).permute(0, 3, 1, 2)

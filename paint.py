@@ -3,23 +3,21 @@
     python paint.py                                   # newest runs/quick-* checkpoints, opens the browser
     python paint.py --ckpt runs/quick-spade runs/quick-sean --port 8000 --no-browser
 
-The page (paint.html, beside this file) is a label canvas, a palette of the dataset's classes and the
-generated picture. Every brush stroke is SPADE's idea at work: the label map m sets the per-pixel gamma(m),
-beta(m) of every normalization layer (SPADE §3), so a stroke repaints the picture where it lands. With SEAN
-loaded, each class region takes its own style code, a row of the style matrix ST (SEAN §3.2), from any
-validation image.
+The page (paint.html) is a label canvas, the dataset's palette and the generated picture. A brush stroke
+repaints the picture where it lands: the label map m sets the per-pixel gamma(m), beta(m) of every
+normalization layer (SPADE §3). With SEAN, each class region takes its own style code, a row of the style
+matrix ST (SEAN §3.2), from any validation image.
 
-The server is Python's http.server on 127.0.0.1; its endpoints are the page's only way to the models, and
-scripts can use them the same way:
+The server (http.server, 127.0.0.1 only) has these endpoints, for the page and for scripts alike:
 
     GET  /                 the page
     GET  /info             JSON: models (key, name, style kind), classes (id, name, [r, g, b]), size [H, W],
                            the number of validation samples and the classes present in each
-    GET  /sample?index=i   JSON: validation sample i: its label map (flat list of ids, row-major) and its
+    GET  /sample?index=i   JSON: validation sample i: its label map (flat row-major list of ids) and its
                            image as a PNG data URL
-    POST /synthesize       body: a PNG label map of the model's size, either single-channel (pixel = class id)
-                           or coloured with the dataset palette (the /info colours); answer: the picture as
-                           image/png, with the header X-Synthesis-ms (time spent in the networks).
+    POST /synthesize       body: a PNG label map of the model's size, single-channel (pixel = class id) or
+                           coloured with the /info palette; answer: the picture as image/png, with the header
+                           X-Synthesis-ms (time spent in the networks).
         query parameters, all optional (style ones are ignored by models that take no style):
           model=spade|spade-vae|sean|...   a key of /info's models (default: the first loaded)
           style=i          the style of validation image i (SEAN: its style codes ST, classes absent from
@@ -86,36 +84,18 @@ class Args:
     """torch device"""
 
 
-def parse_args(argv=None) -> Args:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    models.add_dataclass_args(p, Args)
-    return Args(**vars(p.parse_args(argv)))
-
-
-def default_checkpoints() -> list[str]:
-    """The demo weights if there are any, else the quick presets' run folders that exist."""
-    weights = sorted((ROOT / "weights").glob("*.pt"))
-    if weights:
-        return [str(w) for w in weights]
-    runs = Path(os.environ.get("SPADE_SEAN_RUNS", ROOT / "runs"))  # the notebooks' override, too
-    return [str(runs / n) for n in ("quick-spade", "quick-spade-vae", "quick-sean")
-            if list((runs / n).glob("ckpt_*.pt"))]
-
-
 class BadRequest(ValueError):
     """Answered with HTTP 400 and this one-line message."""
-
-
-# ------------------------------------------------------------------------------------------------------------
-# The models and what the page needs to drive them
-# ------------------------------------------------------------------------------------------------------------
 
 
 class Painter:
     """The loaded generators (one dataset, one size), the validation samples, and synthesis from a request."""
 
     def __init__(self, args: Args, log=print):
-        paths = args.ckpt or default_checkpoints()
+        runs = Path(os.environ.get("SPADE_SEAN_RUNS", ROOT / "runs"))  # the notebooks' override, too
+        paths = args.ckpt or sorted((ROOT / "weights").glob("*.pt")) or [
+            runs / n for n in ("quick-spade", "quick-spade-vae", "quick-sean")
+            if list((runs / n).glob("ckpt_*.pt"))]
         if not paths:
             raise FileNotFoundError("no checkpoint found: run `python train.py` first (runs/quick-spade) "
                                     "or pass --ckpt")
@@ -137,8 +117,7 @@ class Painter:
         self.val = evaluate.build_split(first.dataset, first.dataroot, "val", first.size,
                                         length=args.val_samples, seed=first.seed)
         self.n_val = min(len(self.val), args.val_samples)
-        # SEAN's default style for a class: its mean code over training images (the official demo's choice),
-        # so classes missing from the style image still get a plausible look instead of a zero code.
+        # SEAN's default code of a class: its mean over training images (as the official demo), not zero
         self.mean_codes = {k: evaluate.mean_style_codes(lm, args.mean_style_images).to(args.device)
                            for k, lm in self.models.items() if lm.model == "sean"}
         self.lock = threading.Lock()  # one synthesis at a time: the global RNG seeds SEAN's noise
@@ -150,9 +129,9 @@ class Painter:
     def info_json(self) -> dict:
         names = self.info.class_names or tuple(str(k) for k in range(self.info.label_nc))
         palette = data.dataset_palette(self.info.name, self.info.label_nc)
-        kinds = {k: "sean" if lm.model == "sean" else "vae" if lm.use_vae else "none"
-                 for k, lm in self.models.items()}
-        return {"models": [{"key": k, "name": lm.name, "style": kinds[k]} for k, lm in self.models.items()],
+        return {"models": [{"key": k, "name": lm.name,
+                            "style": "sean" if lm.model == "sean" else "vae" if lm.use_vae else "none"}
+                           for k, lm in self.models.items()],
                 "classes": [{"id": k, "name": names[k], "colour": palette[k].tolist()}
                             for k in range(self.info.label_nc)],
                 "dataset": self.info.name, "size": list(self.size), "samples": self.n_val,
@@ -209,34 +188,43 @@ class Painter:
             raise BadRequest(f"unknown model {key!r} (loaded: {', '.join(self.models)})")
         lm = self.models[key]
         label = self.read_label(body)
-        style, style_b, seed = (_int(query, n) for n in ("style", "style_b", "seed"))
-        t = _float(query, "t", 0.0)
-        regions = _regions(query.get("region_style", ""), self.info.label_nc)
+        style, style_b, seed = (_param(query, n) for n in ("style", "style_b", "seed"))
+        t = _param(query, "t", float) or 0.0
+        if not 0.0 <= t <= 1.0:
+            raise BadRequest(f"t must be in [0, 1], got {t}")
+        regions = []  # (class k, validation index i)
+        for item in filter(None, query.get("region_style", "").split(",")):
+            k, _, i = item.partition(":")
+            if not (k.isdigit() and i.isdigit()):
+                raise BadRequest(f"region_style {item!r}: write class:index, e.g. 0:12")
+            if int(k) >= self.info.label_nc:
+                raise BadRequest(f"region_style {item!r}: class {k} outside 0..{self.info.label_nc - 1}")
+            regions.append((int(k), int(i)))
         with self.lock:
             start = time.perf_counter()
             torch.manual_seed(seed or 0)
             segmap = lm.segmap(label[None]).to(self.device)
-            if lm.model == "sean":
-                codes = self.mean_codes[key] if style is None else self.encode(key, style)
+            if lm.model == "sean" or lm.use_vae:  # SEAN's codes ST or SPADE+VAE's z
+                if style is not None:
+                    code = self.encode(key, style)
+                elif lm.model == "sean":
+                    code = self.mean_codes[key]
+                elif seed is not None:
+                    code = torch.randn(1, lm.z_dim, generator=torch.Generator().manual_seed(seed))
+                else:
+                    code = torch.zeros(1, lm.z_dim)  # the prior's mean
+                code = code.to(self.device)
                 if style_b is not None:  # SEAN §4: styles interpolate linearly, region by region
-                    codes = torch.lerp(codes, self.encode(key, style_b), t)
-                codes = codes.clone()
+                    code = torch.lerp(code, self.encode(key, style_b), t)
+            if lm.model == "sean":
+                code = code.clone()
                 for k, i in regions:  # per-region transfer: one row of ST from another image
                     if not (self.sample(self._index(i))["label"] == k).any():
                         raise BadRequest(f"class {k} does not occur in validation image {i}")
-                    codes[:, k] = self.encode(key, i)[:, k]
-                fake = lm.G(segmap, style_codes=codes)
+                    code[:, k] = self.encode(key, i)[:, k]
+                fake = lm.G(segmap, style_codes=code)
             elif lm.use_vae:
-                if style is not None:
-                    z = self.encode(key, style)
-                elif seed is not None:
-                    gen = torch.Generator().manual_seed(seed)
-                    z = torch.randn(1, lm.z_dim, generator=gen).to(self.device)
-                else:
-                    z = torch.zeros(1, lm.z_dim, device=self.device)  # the prior's mean
-                if style_b is not None:
-                    z = torch.lerp(z, self.encode(key, style_b), t)
-                fake = lm.G(segmap, z=z)
+                fake = lm.G(segmap, z=code)
             else:
                 fake = lm.generate(segmap)
             ms = 1000 * (time.perf_counter() - start)
@@ -251,54 +239,28 @@ def to_png(image: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-def _int(query: dict, name: str) -> int | None:
+def _param(query: dict, name: str, kind=int):
+    """query[name] as an int (or `kind`); None if absent."""
     if name not in query:
         return None
     try:
-        return int(query[name])
+        return kind(query[name])
     except ValueError:
-        raise BadRequest(f"{name} must be an integer, got {query[name]!r}") from None
+        what = "an integer" if kind is int else "a number"
+        raise BadRequest(f"{name} must be {what}, got {query[name]!r}") from None
 
 
-def _float(query: dict, name: str, default: float) -> float:
-    try:
-        value = float(query.get(name, default))
-    except ValueError:
-        raise BadRequest(f"{name} must be a number, got {query[name]!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise BadRequest(f"{name} must be in [0, 1], got {value}")
-    return value
+def serve(painter: Painter, port: int) -> ThreadingHTTPServer:
+    """The server, on 127.0.0.1 only: a demo, not a service to expose."""
 
-
-def _regions(spec: str, label_nc: int) -> list[tuple[int, int]]:
-    """'k:i,k:i' -> [(class k, validation index i)]."""
-    out = []
-    for item in filter(None, spec.split(",")):
-        k, _, i = item.partition(":")
-        if not (k.isdigit() and i.isdigit()):
-            raise BadRequest(f"region_style {item!r}: write class:index, e.g. 0:12")
-        if int(k) >= label_nc:
-            raise BadRequest(f"region_style {item!r}: class {k} outside 0..{label_nc - 1}")
-        out.append((int(k), int(i)))
-    return out
-
-
-# ------------------------------------------------------------------------------------------------------------
-# HTTP
-# ------------------------------------------------------------------------------------------------------------
-
-
-def make_handler(painter: Painter):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, fmt, *args):  # quiet: the page sends a request per brush stroke
             pass
 
         def send(self, status: int, body: bytes, ctype: str, headers: dict | None = None):
             self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            for k, v in (headers or {}).items():
+            base = {"Content-Type": ctype, "Content-Length": str(len(body)), "Cache-Control": "no-store"}
+            for k, v in (base | (headers or {})).items():
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(body)
@@ -306,8 +268,8 @@ def make_handler(painter: Painter):
         def fail(self, status: int, reason: str):
             self.send(status, (reason + "\n").encode(), "text/plain; charset=utf-8")
 
-        def handle_route(self, method: str):
-            url = urlparse(self.path)
+        def route(self):
+            method, url = self.command, urlparse(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
             try:
                 if method == "GET" and url.path in ("/", "/paint.html"):
@@ -315,7 +277,7 @@ def make_handler(painter: Painter):
                 elif method == "GET" and url.path == "/info":
                     self.send(200, json.dumps(painter.info_json()).encode(), "application/json")
                 elif method == "GET" and url.path == "/sample":
-                    body = json.dumps(painter.sample_json(_int(query, "index") or 0)).encode()
+                    body = json.dumps(painter.sample_json(_param(query, "index") or 0)).encode()
                     self.send(200, body, "application/json")
                 elif method == "POST" and url.path == "/synthesize":
                     length = self.headers.get("Content-Length", "")
@@ -334,24 +296,17 @@ def make_handler(painter: Painter):
             except Exception as err:  # a bug, not bad input: say so in one line and keep serving
                 self.fail(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(err).__name__}: {err}".splitlines()[0])
 
-        def do_GET(self):
-            self.handle_route("GET")
+        do_GET = do_POST = route
 
-        def do_POST(self):
-            self.handle_route("POST")
-
-    return Handler
-
-
-def serve(painter: Painter, port: int) -> ThreadingHTTPServer:
-    """The server, on 127.0.0.1 only: a demo, not a service to expose."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(painter))
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     return server
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    models.add_dataclass_args(p, Args)
+    args = Args(**vars(p.parse_args(argv)))
     torch.set_num_threads(args.threads)
     try:
         painter = Painter(args)

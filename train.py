@@ -6,36 +6,19 @@
     python train.py --resume runs/quick-spade         # continue exactly where the newest checkpoint stopped
     torchrun --nproc_per_node=8 train.py --preset cityscapes --dataroot /data/cityscapes   # DDP, one GPU each
 
-Presets (PRESETS below) carry the papers' settings: two time-scale update rule (TTUR, G lr 1e-4, D lr 4e-4),
-Adam beta=(0, 0.9) (the SPADE paper says 0.999; the official code and its authors use 0.9), lambda_FM = 10,
-lambda_VGG = 10, lambda_KL = 0.05, each dataset's batch size and epochs, the learning rate constant for
-`niter` epochs then decayed linearly towards 0 over `niter_decay` epochs, stepped once per epoch as the
-official code does.
+Presets carry the papers' settings: TTUR (G lr 1e-4, D lr 4e-4), Adam beta=(0, 0.9) (the SPADE paper says
+0.999; the official code uses 0.9), lambda_FM = lambda_VGG = 10, lambda_KL = 0.05, each dataset's batch and
+epochs, the learning rate constant for `niter` epochs then decayed linearly to 0 over `niter_decay`, stepped
+once per epoch as the official code does. The quick preset (7 minutes on 2 idle CPU cores: 424 s) drops the
+VGG loss (several times the tiny generator's cost; the default must run offline) and uses style_dim 64.
 
-One training step (train_step; the objectives are losses.py's, SPADE §3 / SEAN §3.4):
-  1. the generator runs ONCE: fake = G(segmap[, z or the real image's style]);
-  2. discriminator step: D sees cat([fake.detach(), real]) in one pass (shared normalization statistics);
-  3. generator step on the same `fake`: D runs again on cat([fake, real]), because feature matching needs the
-     real image's features under the freshly updated D.
-The official code runs the generator twice per step (G step first, then again under no_grad for its D step);
-here it runs once and the G step sees the D that was just updated.
-
-The quick preset sets lambda_vgg = 0: VGG19 would cost several times the tiny generator per step on a CPU and
-the default run must work offline (`--lambda-vgg 10` turns it on when the weight file exists; the paper
-presets stop with a one-line error naming the file when it is missing, or pass --no-vgg-loss). It takes
-about 7 minutes on 2 idle CPU cores (measured: 424 s, 2.39 steps/s); SEAN uses style_dim 64 there (512 in
-the paper presets). On an oversubscribed machine `--threads 1` is much faster than torch's default.
-
-Checkpoints (models.py: one file, written atomically, torch.load(weights_only=True)) hold the networks, the
-optimizers and schedulers, the counters, every rank's RNG states, the run's arguments and the networks'
-models.ModelArgs. The data order is a permutation seeded by (seed, epoch), so on the CPU N steps + resume +
-N steps is bit-identical to 2N steps (tests/test_train.py checks it; with DataLoader workers, random crops
-and flips come from worker RNGs a restart cannot rewind). Ctrl-C / SIGTERM finish the step, save and exit
-(a second Ctrl-C aborts); a non-finite loss stops the run before the update that would use it.
-
-Outputs (rank 0) under <out_dir>/<name>/: args.json, log.jsonl (every loss term of every step, and the
---eval-every scores), samples/step_*.png (label | real | fake per row), loss_curves.png, ckpt_*.pt,
-best.pt (--eval-every), tb/ (TensorBoard, if installed).
+train_step: the generator runs ONCE; D sees cat([fake.detach(), real]) in one pass; the G step reuses the same
+fake and runs D again, because feature matching needs the real image's features under the updated D (the
+official code runs G twice and updates D second). A checkpoint (models.py's format) holds the networks,
+optimizers, schedules, counters, every rank's RNG state and the data position, so on the CPU N steps +
+resume + N steps is bit-identical to 2N steps. Ctrl-C / SIGTERM save and exit; a non-finite loss stops
+before the update. Outputs (rank 0) in <out_dir>/<name>/: args.json, log.jsonl, samples/, loss_curves.png,
+ckpt_*.pt, best.pt (--eval-every), tb/ (TensorBoard, if installed).
 """
 
 import argparse
@@ -360,8 +343,8 @@ def train(args: Args, d: "Dist", device: torch.device) -> dict:
 def setup(args: Args, d: "Dist", device: torch.device) -> Run:
     """Dataset, networks, optimizers (restored from --resume, else freshly seeded), DDP wrappers."""
     ckpt = None
-    if args.resume:
-        ckpt = load_checkpoint(args.resume, device)
+    if args.resume:  # parse_args has checked that it loads
+        ckpt = models.read_checkpoint(args.resume, device)
         for key in ("model", "vae"):
             if ckpt["config"].get(key) != getattr(args, key):
                 raise SystemExit(f"error: checkpoint {args.resume!r} is a --{key} {ckpt['config'].get(key)} "
@@ -637,13 +620,6 @@ def last_checkpoint(run: Run) -> str:
     return os.path.join(run.run_dir, names[-1]) if names else "none saved yet"
 
 
-def load_checkpoint(path: str, device) -> dict:
-    try:
-        return models.read_checkpoint(path, device)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
-
-
 def resolve_resume(path: str) -> tuple[str, dict]:
     """--resume PATH -> (the checkpoint file, its contents memory-mapped on the CPU). A run folder gives its
     newest checkpoint that loads: one cut short (a crash mid-copy, a full disk) is skipped with a note; an
@@ -670,16 +646,6 @@ def resolve_resume(path: str) -> tuple[str, dict]:
             raise SystemExit(f"error: {unreadable[0]}. The newest readable checkpoint beside it is "
                              f"{os.path.join(folder, name)!r}: resume from that, or from the folder")
     raise SystemExit(f"error: {unreadable[0]}")
-
-
-def remove_stale_temp_files(run_dir: str) -> list[str]:
-    """Delete the temp files of checkpoint writes that were killed (kill -9, power loss) before the rename."""
-    if not os.path.isdir(run_dir):
-        return []
-    stale = sorted(f for f in os.listdir(run_dir) if f.startswith("ckpt_") and ".pt.tmp" in f)
-    for f in stale:
-        os.remove(os.path.join(run_dir, f))
-    return stale
 
 
 def rng_state() -> dict:
@@ -779,7 +745,11 @@ class Outputs:
         self.tb = self.pbar = self.file = None
         if not self.main:
             return
-        stale = remove_stale_temp_files(run.run_dir)
+        # temp files of checkpoint writes killed (kill -9, power loss) before their rename
+        found = os.listdir(run.run_dir) if os.path.isdir(run.run_dir) else []
+        stale = sorted(f for f in found if f.startswith("ckpt_") and ".pt.tmp" in f)
+        for f in stale:
+            os.remove(os.path.join(run.run_dir, f))
         if stale:
             print(f"removed {len(stale)} temp file(s) of an interrupted checkpoint write: {', '.join(stale)}")
         os.makedirs(os.path.join(run.run_dir, "samples"), exist_ok=True)

@@ -16,6 +16,7 @@ batch 4, 19 classes of blocky random masks. Target: SEAN within 1.5x of SPADE.
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import multiprocessing
 import os
@@ -62,6 +63,10 @@ class BenchConfig:
     """untimed steps per model at paper width (the first, FLOP-counted step is one of them)"""
     paper_repeats: int = 1
     """timed training steps per model at paper width (a step is ~15 s on one CPU core)"""
+    bf16: str = "auto"
+    """steps and paper sections: also time each step under bf16 autocast (float32 weights), interleaved with
+    float32, for the bf16 columns (the other columns are float32's): auto (where bf16 matmul is native, as
+    train.py --bf16 auto) | on | off"""
     models: str = "spade,spade+vae,sean,concat,pix2pixhd,clade"
     """comma-separated models for the steps and paper sections"""
     markdown: str = ""
@@ -194,7 +199,8 @@ class TrainStep:
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=args.lr_D, betas=(args.beta1, args.beta2))
         # VGG19 costs the same with random weights: the ImageNet file is not needed to time it
         self.vgg = losses.VGGLoss(weights=None).to(device) if args.lambda_vgg else None
-        self.autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=args.bf16)
+        dev = torch.device(device)
+        self.autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=train.use_bf16(args.bf16, dev))
 
     def __call__(self, counters: dict | None = None) -> dict:
         a, segmap, real, G, D, E = self.args, self.segmap, self.real, self.G, self.D, self.E
@@ -239,7 +245,7 @@ def run_step_config(spec: dict) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
     if spec["threads"] > 0:
         torch.set_num_threads(spec["threads"])
-    args, device = train.parse_args(spec["flags"]), spec["device"]
+    args, device = train.parse_args(spec["flags"] + ["--bf16", "off"]), spec["device"]
     segmap, real = synthetic_batch(args)
     step = TrainStep(args, segmap, real, device, CLOCKS[spec["timer"]])
     if device.startswith("cuda"):
@@ -253,10 +259,17 @@ def run_step_config(spec: dict) -> dict:
     times = interleaved({"step": step}, spec["warmup"] - 1, spec["repeats"])["step"]
     # the kernel syncs per-thread RSS counters lazily: VmHWM can read a few pages below the mark's VmRSS
     memory = max(0.0, memory_in_use(device, peak=True) - mark)
-    return medians(times) | {"batch": args.batch_size, "memory": memory, "cuda": device.startswith("cuda"),
-                             "flops_G": counters["G fwd"].get_total_flops() + counters["G"].get_total_flops(),
-                             "flops_D": counters["D"].get_total_flops(), "semantic_nc": segmap.shape[1],
-                             "G_params": models.count_parameters(step.G)}
+    result = medians(times) | {
+        "batch": args.batch_size, "memory": memory, "cuda": device.startswith("cuda"),
+        "flops_G": counters["G fwd"].get_total_flops() + counters["G"].get_total_flops(),
+        "flops_D": counters["D"].get_total_flops(), "semantic_nc": segmap.shape[1],
+        "G_params": models.count_parameters(step.G)}
+    if spec.get("bf16"):  # the same step under bf16 autocast, interleaved with float32 for the ratio
+        step16 = TrainStep(dataclasses.replace(args, bf16="on"), segmap, real, device, CLOCKS[spec["timer"]])
+        both = {k: medians(v)["step"] for k, v in
+                interleaved({"fp32": step, "bf16": step16}, spec["warmup"], spec["repeats"]).items()}
+        result |= {"bf16": both["bf16"], "bf16_ratio": both["fp32"] / both["bf16"]}
+    return result
 
 
 @functools.cache
@@ -275,14 +288,16 @@ def matmul_peak(device: str, timer: str) -> float:
 
 
 def step_table(title: str, results: dict, peak: float, notes: list[str]) -> None:
-    cuda = any(r.get("cuda") for r in results.values())
+    cuda, bf16 = (any(r.get("cuda") for r in results.values()), all("bf16" in r for r in results.values()))
     rows = [[name, f"{r['G_params'] / 1e6:.2f}M", f"{r['G'] * 1e3:.1f}", f"{r['D'] * 1e3:.1f}",
              f"{r['step'] * 1e3:.1f}", f"{r['batch'] / r['step']:.2f}", f"{flops / 1e9:.2f}",
              f"{flops / r['step'] / 1e9:.1f}", f"{100 * flops / r['step'] / peak:.1f}",
              f"{r['memory'] / 2**20:.0f}"]
+            + ([f"{r['bf16'] * 1e3:.1f}", f"{r['bf16_ratio']:.2f}x"] if bf16 else [])
             for name, r in results.items() for flops in [r["flops_G"] + r["flops_D"]]]
     print_table(title, ["model", "G params", "G step ms", "D step ms", "step ms", "img/s", "GFLOP/step",
-                        "GFLOP/s", "% of peak", f"peak MiB ({'CUDA alloc' if cuda else 'RSS'})"], rows, notes)
+                        "GFLOP/s", "% of peak", f"peak MiB ({'CUDA alloc' if cuda else 'RSS'})"]
+                + (["bf16 step ms", "fp32 / bf16"] if bf16 else []), rows, notes)
 
 
 def bench_models(cfg: BenchConfig, section: str, flags: list[str], warmup: int, repeats: int) -> dict:
@@ -291,7 +306,8 @@ def bench_models(cfg: BenchConfig, section: str, flags: list[str], warmup: int, 
     peak, results = matmul_peak(cfg.device, cfg.timer), {}
     for name in cfg.models.split(","):
         spec = dict(flags=flags + MODEL_FLAGS[name] + ["--device", cfg.device], device=cfg.device,
-                    threads=cfg.threads, timer=cfg.timer, warmup=warmup, repeats=repeats)
+                    threads=cfg.threads, timer=cfg.timer, warmup=warmup, repeats=repeats,
+                    bf16=train.use_bf16(cfg.bf16, torch.device(cfg.device)))
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             results[name] = pool.apply(run_step_config, (spec,))
         print(f"  ... {name}: step {results[name]['step'] * 1e3:.1f} ms", flush=True)
@@ -308,7 +324,9 @@ def bench_models(cfg: BenchConfig, section: str, flags: list[str], warmup: int, 
                 "detached fake and the real + loss + backward + Adam. GFLOP: conv/matmul forward+backward "
                 "(FlopCounterMode); % of peak: of the float32 matmul peak of this run. Peak memory: "
                 f"{memory} above the memory in use before the first step, one process per model"
-                + (". VGG19 with random weights (same cost as ImageNet's)." if a.lambda_vgg else ".")])
+                + (". VGG19 with random weights (same cost as ImageNet's)." if a.lambda_vgg else "."),
+                f"bf16 autocast {'timed' if 'bf16' in next(iter(results.values())) else 'not timed'} (--bf16 "
+                f"{cfg.bf16}; native bf16 matmul here: {train.use_bf16('auto', torch.device(cfg.device))})."])
     return results
 
 
@@ -318,7 +336,7 @@ def bench_sean_vs_spade(cfg: BenchConfig, size: int = 64, batch: int = 4, ngf: i
     torch.manual_seed(0)
     segmap, real = blob_segmap(batch, label_nc, size), torch.rand(batch, 3, size, size) * 2 - 1
     base = ["--preset", "quick", "--crop-size", str(size), "--batch-size", str(batch), "--ngf", str(ngf),
-            "--ndf", str(ngf), "--device", cfg.device]
+            "--ndf", str(ngf), "--device", cfg.device, "--bf16", "off"]
     flags = {"SPADE": ["--model", "spade"]}
     flags |= {f"SEAN style_dim {s}": ["--model", "sean", "--style-dim", str(s)] for s in style_dims}
     runs = {name: TrainStep(train.parse_args(base + f), segmap, real, cfg.device, CLOCKS[cfg.timer])
@@ -346,7 +364,7 @@ SECTIONS = {"layers": bench_layers,
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--section", choices=["all", *SECTIONS], default="all")
-    models.add_dataclass_args(p, BenchConfig, choices=dict(timer=tuple(CLOCKS)))
+    models.add_dataclass_args(p, BenchConfig, choices=dict(timer=tuple(CLOCKS), bf16=("auto", "on", "off")))
     args = vars(p.parse_args(argv))
     section = args.pop("section")
     cfg = BenchConfig(**args)

@@ -126,8 +126,9 @@ class Args:
     # --- hardware -------------------------------------------------------------------------------------------
     device: str = "auto"
     """auto (cuda if available, else cpu) | cpu | cuda | cuda:N | mps"""
-    bf16: bool = False
-    """bfloat16 autocast for the forward passes (GPU)"""
+    bf16: str = "auto"
+    """bfloat16 autocast for the forward passes, float32 weights and optimizer: on | off | auto (on where the
+    hardware multiplies bf16 natively: a CPU with AMX or AVX512-BF16, a CUDA GPU of compute capability 8+)"""
     channels_last: bool = False
     """channels_last memory format for networks and inputs (GPU)"""
     cudnn_benchmark: bool = False
@@ -186,7 +187,7 @@ PRESETS: dict[str, dict] = {
 }
 CHOICES = dict(preset=tuple(PRESETS), model=MODELS, dataset=DATASETS, gan_mode=("hinge", "ls", "bce"),
                param_free=("batch", "instance", "syncbatch"),
-               num_upsampling_layers=("normal", "more", "most"))
+               num_upsampling_layers=("normal", "more", "most"), bf16=("auto", "on", "off"))
 
 
 # Fields that shape the networks' weights: a resumed run must keep the checkpoint's values.
@@ -429,7 +430,7 @@ def train_step(run: Run, batch: dict) -> tuple[dict, dict, tuple]:
     instance = batch.get("instance") if args.use_instance else None
     instance = None if instance is None else instance.to(device, non_blocking=True)
     segmap = data.make_segmap(label, run.dataset.info, instance).contiguous(memory_format=memory_format)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(args.bf16, device))
 
     with autocast:  # the generator runs once
         fake, mu, logvar = generate(run.G, run.E, segmap, real, args.model)
@@ -564,6 +565,16 @@ def lr_factor(niter: int, niter_decay: int):
     def f(epoch: int) -> float:
         return 1.0 - max(0, epoch - niter) / max(1, niter_decay)
     return f
+
+
+def use_bf16(setting: str | bool, device: torch.device) -> bool:
+    """--bf16 resolved: "auto" is on where bf16 matmuls run natively (older checkpoints hold a bool)."""
+    if setting in ("on", "off", True, False):
+        return setting in ("on", True)
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    cpu = torch.cpu
+    return device.type == "cpu" and (cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported())
 
 
 def check_norm_fits(args: Args, per_rank_batch: int, d: "Dist", device: torch.device) -> None:
@@ -768,9 +779,13 @@ class Outputs:
         n_g, n_d = models.count_parameters(unwrap(run.G)), models.count_parameters(unwrap(run.D))
         print(f"{a.model}{' +VAE' if a.vae else ''} on {a.dataset} ({len(run.dataset)} images, "
               f"{info.semantic_nc(a.use_instance)} input channels) | G {n_g / 1e6:.2f}M D {n_d / 1e6:.2f}M "
-              f"params | device {run.device}{f' x{run.d.world}' if run.d.enabled else ''} | run dir "
+              f"params | device {run.device}{f' x{run.d.world}' if run.d.enabled else ''}"
+              f"{' bf16' if use_bf16(a.bf16, run.device) else ' fp32'} (--bf16 {a.bf16}) | run dir "
               f"{run.run_dir}")
         print(plan_line(a, run.steps_per_epoch, run.total_steps))
+        if use_bf16(a.bf16, run.device) and not use_bf16("auto", run.device):
+            print(f"warning: {run.device} has no native bf16 matmul: bf16 autocast is emulated and slow "
+                  "there (35x slower than float32 on an AVX2 CPU); --bf16 auto picks float32")
 
     def log(self, *msg, **kw) -> None:
         if self.main:

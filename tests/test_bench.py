@@ -9,7 +9,7 @@ import bench
 import train
 
 TINY = ["--preset", "quick", "--crop-size", "32", "--ngf", "4", "--ndf", "4", "--batch-size", "2",
-        "--style-dim", "8", "--device", "cpu"]
+        "--style-dim", "8", "--device", "cpu", "--bf16", "off"]
 
 
 @pytest.fixture(autouse=True)
@@ -88,6 +88,17 @@ def test_step_table_columns_are_computed_from_the_results():
     # img/s = 2 / 0.4, GFLOP/step = 4, GFLOP/s = 4 / 0.4, % of peak = 100 * 1e10 / 2e10
     assert table_rows(bench.TABLES[-1]) == {"m": ["1.50M", "300.0", "100.0", "400.0", "5.00", "4.00", "10.0",
                                                   "50.0", "5"]}
+
+
+def test_bf16_columns_are_the_interleaved_ratio():
+    spec = dict(flags=TINY + ["--model", "spade"], device="cpu", threads=1, timer="wall", warmup=0, repeats=1,
+                bf16=True)
+    r = bench.run_step_config(spec)
+    assert r["bf16"] > 0 and r["bf16_ratio"] > 0
+    r = dict(G=0.3, D=0.1, step=0.4, batch=2, flops_G=3e9, flops_D=1e9, memory=0, G_params=1e6, bf16=0.2,
+             bf16_ratio=2.0)
+    bench.step_table("t", {"m": r}, peak=2e10, notes=[])
+    assert table_rows(bench.TABLES[-1])["m"][-2:] == ["200.0", "2.00x"]
 
 
 def test_train_step_updates_both_networks():

@@ -282,7 +282,8 @@ def _train_ckpt(tmp_path_factory, name, *flags):
     out = tmp_path_factory.mktemp("runs")
     train.main(["--max-steps", "1", "--crop-size", "32", "--ngf", "8", "--ndf", "8", "--style-dim", "16",
                 "--z-dim", "16", "--batch-size", "2", "--synthetic-length", "4", "--out-dir", str(out),
-                "--name", name, "--no-progress", "--device", "cpu", "--threads", "1", *flags])
+                "--name", name, "--no-progress", "--device", "cpu", "--threads", "1", "--bf16", "off",
+                *flags])
     return str(sorted((out / name).glob("ckpt_*.pt"))[-1])
 
 

@@ -25,10 +25,12 @@ fx = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fx)
 
 # case -> (preset, overrides of the tiny network, tolerance)
+# Tolerances: float32 rounding (a few ulps of values near 1: 1.2e-6 was seen on one build of the same torch);
+# a wrongly mapped weight moves outputs by 1e-2 or more.
 CASES = {
-    "spade_ade20k": ("ade20k", dict(crop_size=64), 1e-6),
-    "spade_cityscapes": ("cityscapes", dict(crop_size=128), 1e-6),
-    "spade_vae": ("ade20k", dict(label_nc=3, contain_dontcare=False), 1e-6),  # custom: 3 labels, crop 256
+    "spade_ade20k": ("ade20k", dict(crop_size=64), 1e-5),
+    "spade_cityscapes": ("cityscapes", dict(crop_size=128), 1e-5),
+    "spade_vae": ("ade20k", dict(label_nc=3, contain_dontcare=False), 1e-5),  # custom: 3 labels, crop 256
     "sean_celebamask": ("celebamask", dict(crop_size=64), 1e-5),
 }
 

@@ -22,7 +22,7 @@ import paint
 import train
 
 TINY = ["--crop-size", "32", "--ngf", "8", "--ndf", "8", "--style-dim", "16", "--z-dim", "16",
-        "--batch-size", "2", "--synthetic-length", "8", "--no-progress", "--threads", "1",
+        "--batch-size", "2", "--synthetic-length", "8", "--no-progress", "--threads", "1", "--bf16", "off",
         # a large learning rate: 8 steps move the weights off their near-zero init, so the pictures show the
         # label map and the style (after 2 steps at 2e-4 every output is the same grey)
         "--max-steps", "8", "--lr-G", "0.005", "--lr-D", "0.005"]

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # 8 images, batch 2 -> 4 steps per epoch; 1 constant + 2 decaying epochs = 12 steps.
 TINY = ["--crop-size", "32", "--ngf", "8", "--ndf", "8", "--style-dim", "16", "--z-dim", "16",
         "--batch-size", "2", "--synthetic-length", "8", "--niter", "1", "--niter-decay", "2",
-        "--no-progress", "--sample-every", "100", "--save-every", "100"]
+        "--no-progress", "--sample-every", "100", "--save-every", "100", "--bf16", "off"]  # bit-exact checks
 
 
 def tiny(tmp_path, *extra) -> list[str]:
@@ -150,6 +150,29 @@ def test_every_model_trains_and_writes_a_weights_only_checkpoint(tmp_path, model
     assert ("G/kl" in rows[0]) == bool(extra)
     assert (run / "samples" / "step_00000002.png").is_file() and (run / "loss_curves.png").is_file()
     assert json.load(open(run / "args.json"))["model"] == model
+
+
+def test_bf16_auto_follows_the_hardware_and_bf16_training_stays_finite(tmp_path, monkeypatch, capsys):
+    cpu = torch.device("cpu")
+    for amx, avx512_bf16, expected in [(False, False, False), (True, False, True), (False, True, True)]:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        assert train.use_bf16("auto", cpu) is expected
+        assert train.use_bf16("on", cpu) and not train.use_bf16("off", cpu)
+    assert train.use_bf16(True, cpu) and not train.use_bf16(False, cpu)  # checkpoints before "auto"
+    monkeypatch.undo()
+    runs = {}
+    for mode in ("on", "off"):  # tiny() sets off; a later flag wins
+        runs[mode] = train.main(tiny(tmp_path, "--model", "sean", "--max-steps", 2, "--name", mode,
+                                     "--bf16", mode))
+        out = capsys.readouterr().out
+        assert f"{' bf16' if mode == 'on' else ' fp32'} (--bf16 {mode})" in out
+        assert ("no native bf16 matmul" in out) == (mode == "on" and not train.use_bf16("auto", cpu))
+    rows = read_log(tmp_path / "on" / "log.jsonl")
+    assert all(torch.isfinite(torch.tensor(v)) for r in rows for k, v in r.items() if "/" in k)
+    # autocast really ran: the same seed and data give other weights than float32's
+    assert not torch.equal(runs["on"]["G"].fc.weight, runs["off"]["G"].fc.weight)
+    assert runs["on"]["G"].fc.weight.dtype == torch.float32  # master weights stay float32
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -179,9 +179,10 @@ class SPADEGenerator(_Decoder):
 
     def __init__(self, semantic_nc: int, ngf: int = 64, crop_size: int = 256, aspect_ratio: float = 1.0,
                  num_upsampling_layers: str = "normal", use_vae: bool = False, z_dim: int = 256,
-                 param_free: str = "batch", spectral: bool = True):
+                 param_free: str = "batch", spectral: bool = True, norm_hidden: int = 128):
         super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers,
-                         lambda nc, last: norm.SPADE(nc, semantic_nc, param_free=param_free), spectral,
+                         lambda nc, last: norm.SPADE(nc, semantic_nc, norm_hidden, param_free=param_free),
+                         spectral,
                          z_dim=z_dim if use_vae else None)
         self.use_vae = use_vae
         init_weights(self)
@@ -250,10 +251,11 @@ class SPADEWithNoise(nn.Module):
     """The norm of SEAN's last block (official ACE with use_rgb=False): SPADE after SEAN's noise. Its two
     blending scalars are never read (no gradient); kept only so that the count equals the official one."""
 
-    def __init__(self, norm_nc: int, label_nc: int, param_free: str = "batch", use_noise: bool = True):
+    def __init__(self, norm_nc: int, label_nc: int, param_free: str = "batch", use_noise: bool = True,
+                 hidden: int = 128):
         super().__init__()
         self.use_noise = use_noise
-        self.spade = norm.SPADE(norm_nc, label_nc, param_free=param_free)
+        self.spade = norm.SPADE(norm_nc, label_nc, hidden, param_free=param_free)
         self.blending_gamma = nn.Parameter(torch.zeros(1))
         self.blending_beta = nn.Parameter(torch.zeros(1))
         if use_noise:
@@ -278,14 +280,15 @@ class SEANGenerator(_Decoder):
 
     def __init__(self, semantic_nc: int, ngf: int = 64, crop_size: int = 256, aspect_ratio: float = 1.0,
                  style_dim: int = 512, num_upsampling_layers: str = "normal", param_free: str = "batch",
-                 spectral: bool = True, use_noise: bool = True, use_edges: bool = False):
+                 spectral: bool = True, use_noise: bool = True, use_edges: bool = False,
+                 norm_hidden: int = 128):
         num_regions = semantic_nc - int(use_edges)
 
         def make_norm(nc, last):
             if last:
-                return SPADEWithNoise(nc, semantic_nc, param_free, use_noise)
-            return norm.SEAN(nc, semantic_nc, style_dim=style_dim, param_free=param_free, use_noise=use_noise,
-                             num_regions=num_regions)
+                return SPADEWithNoise(nc, semantic_nc, param_free, use_noise, norm_hidden)
+            return norm.SEAN(nc, semantic_nc, style_dim=style_dim, hidden=norm_hidden, param_free=param_free,
+                             use_noise=use_noise, num_regions=num_regions)
 
         super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers, make_norm,
                          spectral)
@@ -613,6 +616,7 @@ class ModelArgs:
     aspect_ratio: float = 1.0  # output width / height
     num_upsampling_layers: str = "normal"  # decoder depth: normal | more | most
     param_free: str = "syncbatch"  # the norm inside the conditional norms: batch | instance | syncbatch
+    norm_hidden: int = 128  # hidden width of SPADE's (and SEAN's mask branch) label-map MLP (official: 128)
 
     @classmethod
     def from_config(cls, config: dict, semantic_nc: int, use_edges: bool) -> "ModelArgs":
@@ -629,8 +633,8 @@ def build(a: ModelArgs) -> tuple[nn.Module, nn.Module, nn.Module | None]:
     else:
         kw = dict(ngf=a.ngf, crop_size=a.crop_size, aspect_ratio=a.aspect_ratio,
                   num_upsampling_layers=a.num_upsampling_layers, param_free=a.param_free)
-        kw |= {"spade": dict(use_vae=a.vae, z_dim=a.z_dim),
-               "sean": dict(style_dim=a.style_dim, use_edges=a.use_edges),
+        kw |= {"spade": dict(use_vae=a.vae, z_dim=a.z_dim, norm_hidden=a.norm_hidden),
+               "sean": dict(style_dim=a.style_dim, use_edges=a.use_edges, norm_hidden=a.norm_hidden),
                "clade": dict(use_edges=a.use_edges)}.get(a.model, {})
         G = build_generator(a.model, a.semantic_nc, **kw)
     D = MultiscaleDiscriminator(a.semantic_nc + 3, ndf=a.ndf, n_layers=a.n_layers_D, num_D=a.num_D)

@@ -82,6 +82,8 @@ class Args:
     """generator (and encoder) width"""
     ndf: int = 64
     """discriminator width"""
+    norm_hidden: int = 128
+    """hidden width of the label-map MLP in SPADE and in SEAN's mask branch (official: 128)"""
     num_D: int = 2
     """discriminator scales"""
     n_layers_D: int = 4
@@ -191,13 +193,14 @@ CHOICES = dict(preset=tuple(PRESETS), model=MODELS, dataset=DATASETS, gan_mode=(
 
 
 # Fields that shape the networks' weights: a resumed run must keep the checkpoint's values.
-ARCHITECTURE = ("model", "vae", "dataset", "crop_size", "aspect_ratio", "use_instance", "ngf", "ndf", "num_D",
-                "n_layers_D", "z_dim", "style_dim", "num_upsampling_layers", "param_free")
+ARCHITECTURE = ("model", "vae", "dataset", "crop_size", "aspect_ratio", "use_instance", "ngf", "ndf",
+                "norm_hidden", "num_D", "n_layers_D", "z_dim", "style_dim", "num_upsampling_layers",
+                "param_free")
 # Lower bounds of the counts and sizes, checked before anything is created.
-MINIMUM = dict(crop_size=1, synthetic_length=1, num_workers=0, ngf=1, ndf=1, num_D=1, n_layers_D=1, z_dim=1,
-               style_dim=1, batch_size=1, niter=0, niter_decay=0, max_steps=0, threads=0, log_every=1,
-               sample_every=1, save_every=1, keep_checkpoints=0, aspect_ratio=1e-6, lr_G=0.0, lr_D=0.0,
-               eval_every=0, eval_images=2)
+MINIMUM = dict(crop_size=1, synthetic_length=1, num_workers=0, ngf=1, ndf=1, norm_hidden=1, num_D=1,
+               n_layers_D=1, z_dim=1, style_dim=1, batch_size=1, niter=0, niter_decay=0, max_steps=0,
+               threads=0, log_every=1, sample_every=1, save_every=1, keep_checkpoints=0, aspect_ratio=1e-6,
+               lr_G=0.0, lr_D=0.0, eval_every=0, eval_images=2)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+import data
+import losses
 import models
 import train
 from norm import CLADE, SEAN, SPADE, sean_paper_form
@@ -174,7 +176,6 @@ MODEL_FLAGS["spade+vae"] = ["--model", "spade", "--vae"]
 
 def synthetic_batch(args: train.Args) -> tuple[torch.Tensor, torch.Tensor]:
     """The first args.batch_size synthetic landscapes at args.crop_size: (segmap, real)."""
-    import data
     dataset = data.SyntheticLandscapes("train", size=args.crop_size, length=args.batch_size, seed=args.seed)
     samples = [dataset[i] for i in range(args.batch_size)]
     label = torch.stack([s["label"] for s in samples])
@@ -188,7 +189,6 @@ class TrainStep:
 
     def __init__(self, args: train.Args, segmap: torch.Tensor, real: torch.Tensor, device: str = "cpu",
                  clock=time.perf_counter):
-        import losses
         self.args, self.device, self.clock = args, device, clock
         self.segmap, self.real = segmap.to(device), real.to(device)
         torch.manual_seed(args.seed)

@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import statistics
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -57,6 +58,9 @@ FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid
 FID_RESIZE = 299  # pytorch-fid's InceptionV3(resize_input=True) input size, recorded in every result
 FALLBACK_NAME = "FSD (segmenter features)"
 DEFAULT_CACHE = Path(__file__).resolve().parent / "data_cache" / "segmenters"
+# Committed segmenters (the synthetic landscapes' at 64x64): the same checkpoint scores the same on every
+# machine, because the metric's feature extractor is one file, not a per-machine training run.
+SHIPPED = Path(__file__).resolve().parent / "weights"
 LPIPS_BACKBONE = "alexnet-owt-7be5be79.pth"  # torchvision's ImageNet AlexNet (LPIPS heads: torchmetrics)
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, five scales
 
@@ -359,16 +363,20 @@ def train_segmenter(train_set, info, cfg: SegmenterConfig, device: str = "cpu", 
 
 
 def get_segmenter(dataset: str, size: tuple[int, int], info, train_set_fn, cfg: SegmenterConfig,
-                  cache_dir: str | os.PathLike = DEFAULT_CACHE, device: str = "cpu", log=print) -> SegUNet:
-    """The cached segmenter of (dataset, size, cfg), trained on first use with ``train_set_fn()``."""
+                  cache_dir: str | os.PathLike = DEFAULT_CACHE, device: str = "cpu", log=print,
+                  retrain: bool = False) -> SegUNet:
+    """The segmenter of (dataset, size, cfg): the committed one in weights/, else the cached one, else trained
+    with ``train_set_fn()`` and cached (retrain: always trained, written to cache_dir)."""
     tag = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:8]
-    path = Path(cache_dir) / f"{dataset}_{size[0]}x{size[1]}_unet-{tag}.pt"
-    if path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        net = SegUNet(blob["label_nc"], blob["config"]["width"])
-        net.load_state_dict(blob["state_dict"])
-        log(f"[segmenter] loaded {path}")
-        return net.to(device).eval()
+    name = f"{dataset}_{size[0]}x{size[1]}_unet-{tag}.pt"
+    path = Path(cache_dir) / name
+    for stored in [] if retrain else [SHIPPED / name, path]:
+        if stored.is_file():
+            blob = torch.load(stored, map_location="cpu", weights_only=True)
+            net = SegUNet(blob["label_nc"], blob["config"]["width"])
+            net.load_state_dict(blob["state_dict"])
+            log(f"[segmenter] loaded {stored}")
+            return net.to(device).eval()
     log(f"[segmenter] training on the real {dataset} training images at {size[0]}x{size[1]} "
         f"(cached in {path})")
     net = train_segmenter(train_set_fn(), info, cfg, device=device, log=log)
@@ -414,12 +422,13 @@ class TorchScriptSegmenter(nn.Module):
 
 
 def evaluation_segmenter(torchscript: str | None, dataset: str, dataroot, size: tuple[int, int], info,
-                         seed: int, cfg: SegmenterConfig, cache_dir, device: str, log=print):
+                         seed: int, cfg: SegmenterConfig, cache_dir, device: str, log=print,
+                         retrain: bool = False):
     """(segmenter, description): the TorchScript file if given, else the cached U-Net of the dataset."""
     if torchscript:
         return TorchScriptSegmenter(torchscript, info.label_nc).to(device), f"TorchScript {torchscript}"
     net = get_segmenter(dataset, size, info, lambda: build_split(dataset, dataroot, "train", size, seed=seed),
-                        cfg, cache_dir, device, log)
+                        cfg, cache_dir, device, log, retrain)
     return net, f"U-Net (width {cfg.width}, {cfg.steps} steps) trained on the real training images"
 
 
@@ -676,6 +685,8 @@ class MetricsArgs:
     """torch device"""
     seed: int = 0
     """seed of z samples, generator noise and pair choice"""
+    over_seeds: bool = False
+    """also a table of mean ± standard deviation over the checkpoints that differ only in their --seed"""
 
 
 def _batches(dataset, n: int, batch_size: int):
@@ -861,10 +872,42 @@ def markdown_table(real: dict, rows: list[dict], fd_name: str, notes: list[str])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     gt = {"name": "ground truth (real images)"} | real["seg"]
     for r in [gt] + rows:
-        cells = [r["name"]] + [_fmt(r.get(key), digits, 100 if key in ("miou", "accuracy") else 1)
-                               for _, key, digits in columns]
+        cells = [r["name"]]
+        for _, key, digits in columns:
+            scale = 100 if key in ("miou", "accuracy") else 1
+            std = f" ± {_fmt(r[key + '_std'], digits, scale)}" if key + "_std" in r else ""
+            cells.append(_fmt(r.get(key), digits, scale) + std)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
+
+
+# Run settings that do not change what is trained (besides the seed, which is what varies across a group).
+NOT_TRAINING = ("seed", "name", "out_dir", "resume", "threads", "progress", "device", "num_workers",
+                "log_every", "sample_every", "save_every", "keep_checkpoints")
+
+
+def over_seeds(loaded: list[LoadedModel], rows: list[dict]) -> list[dict]:
+    """One row per group of checkpoints that differ only in --seed (same step): every finite metric as its
+    mean, and its sample standard deviation under key + "_std"."""
+    groups: dict[str, list] = {}
+    for lm, row in zip(loaded, rows, strict=True):
+        setting = {k: v for k, v in lm.config.items() if k not in NOT_TRAINING}
+        groups.setdefault(json.dumps(setting, sort_keys=True, default=str) + Path(lm.path).name, []).append(
+            (lm, row))
+    out = []
+    for members in groups.values():
+        lm = members[0][0]
+        seeds = ", ".join(str(m.seed) for m, _ in members)
+        agg = {"name": f"{lm.model}{'+VAE' if lm.use_vae else ''} ({Path(lm.path).name}, seeds {seeds})",
+               "n_seeds": len(members)}
+        for key in members[0][1]:
+            values = [r.get(key) for _, r in members]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in values):
+                agg[key] = statistics.mean(values)
+                agg[key + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out.append(agg)
+    return out
 
 
 def _jsonable(obj):
@@ -949,6 +992,11 @@ def run_metrics(args: MetricsArgs, log=print) -> dict:
                            "seed": args.seed},
               "ground_truth": {k: real["seg"][k] for k in ("miou", "accuracy", "iou_per_class")},
               "rows": rows, "notes": notes, "markdown": markdown_table(real, rows, features.name, notes)}
+    if args.over_seeds:
+        result["seed_rows"] = over_seeds(loaded, rows)
+        result["markdown"] += ("\n**Mean ± standard deviation over seeds**\n\n" + markdown_table(
+            real, result["seed_rows"], features.name, ["sample standard deviation over the checkpoints that "
+                                                       "differ only in --seed (the same step)"]))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "metrics.md").write_text(result["markdown"])
@@ -1301,7 +1349,8 @@ def segmenter_command(ns: argparse.Namespace) -> None:
     size = (ns.size[0], ns.size[-1])
     val = build_split(ns.dataset, ns.dataroot, "val", size, length=ns.n_eval)
     net, _ = evaluation_segmenter(None, ns.dataset, ns.dataroot, size, val.info, 0,
-                                  SegmenterConfig(steps=ns.seg_steps), ns.cache_dir, ns.device)
+                                  SegmenterConfig(steps=ns.seg_steps), ns.cache_dir, ns.device,
+                                  retrain=ns.retrain)
     n = min(len(val), ns.n_eval)
     score = evaluate_real(val, val.info, n, net, None, MetricsArgs(ckpt=[], device=ns.device))["seg"]
     print(f"real {ns.dataset} validation images ({n}): mIoU {100 * score['miou']:.1f}  "
@@ -1334,6 +1383,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--seg-steps", type=int, default=SegmenterConfig.steps, help="training steps")
     seg.add_argument("--n-eval", type=int, default=500, help="validation images scored")
     seg.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="segmenter cache folder")
+    seg.add_argument("--retrain", action="store_true",
+                     help="train it even if weights/ or the cache holds one (with --cache-dir weights: "
+                          "replace the committed file)")
     seg.add_argument("--export", default=None, help="also write it as TorchScript (usable as --segmenter)")
     seg.add_argument("--device", default="cpu")
     return parser

@@ -171,6 +171,12 @@ PRESETS: dict[str, dict] = {
     "quick": dict(dataset="synthetic", crop_size=64, ngf=16, ndf=16, style_dim=64, batch_size=4,
                   synthetic_length=400, niter=5, niter_decay=5, param_free="batch", lambda_vgg=0.0,
                   lr_G=2e-4, lr_D=4e-4, log_every=5, sample_every=100, save_every=500),
+    # The shipped demo weights (weights/): quick, longer (1000 images, 16 epochs = 4000 steps), and narrow
+    # enough that SPADE, SPADE+VAE and SEAN generators fit 25 MB in fp16: ngf 12, label-map MLP 24 wide
+    # (paper 128), style_dim 24 (paper 512), z_dim 64 (paper 256).
+    "demo": dict(dataset="synthetic", crop_size=64, ngf=12, ndf=16, norm_hidden=24, style_dim=24, z_dim=64,
+                 batch_size=4, synthetic_length=1000, niter=8, niter_decay=8, param_free="batch",
+                 lambda_vgg=0.0, lr_G=2e-4, lr_D=4e-4, log_every=10, sample_every=500, save_every=500),
     # SPADE: Cityscapes 512x256, batch 16, 200 epochs (100 + 100 decay); the official Cityscapes options also
     # set num_upsampling_layers "more": the generator starts at 8x4 (not 16x8), one more upsampling.
     "cityscapes": dict(PAPER, dataset="cityscapes", crop_size=512, aspect_ratio=2.0, batch_size=16,

@@ -352,6 +352,44 @@ def test_metrics_table_and_fallback_never_says_fid(ckpts, tmp_path, monkeypatch,
         assert "FID" not in text
 
 
+def test_over_seeds_groups_runs_that_differ_only_in_the_seed():
+    from types import SimpleNamespace
+
+    def run(seed, lr=2e-4, model="spade", name="ckpt_00001000.pt"):
+        config = dict(model=model, vae=False, lr_G=lr, seed=seed, name=f"r{seed}", threads=1, out_dir="x")
+        return SimpleNamespace(config=config, path=f"runs/r{seed}/{name}", model=model, use_vae=False, seed=seed)
+
+    loaded = [run(0), run(1), run(2), run(0, lr=1e-4), run(0, model="sean")]
+    rows = [{"name": "a", "miou": m, "psnr": p} for m, p in
+            [(0.40, None), (0.50, None), (0.45, None), (0.9, None), (0.3, 14.0)]]
+    groups = ev.over_seeds(loaded, rows)
+    assert [g["n_seeds"] for g in groups] == [3, 1, 1]  # another learning rate or model is another group
+    assert groups[0]["miou"] == pytest.approx(0.45)
+    assert groups[0]["miou_std"] == pytest.approx(np.std([0.40, 0.50, 0.45], ddof=1))
+    assert "psnr" not in groups[0] and groups[2]["psnr"] == 14.0 and groups[2]["psnr_std"] == 0.0
+    assert "seeds 0, 1, 2" in groups[0]["name"]
+    md = ev.markdown_table({"seg": {"miou": 0.7, "accuracy": 0.9}}, groups[:1], "FSD", [])
+    assert "| 45.0 ± 5.0 |" in md and "| n/a |" in md  # mIoU in %, PSNR absent
+
+
+def test_committed_segmenter_is_used_without_training(tmp_path):
+    """weights/ holds the synthetic 64x64 segmenter: no training, and the same scores on every machine."""
+    import data
+
+    val = data.SyntheticLandscapes("val", size=64, length=100)
+    logs = []
+    net = ev.get_segmenter("synthetic", (64, 64), val.info, lambda: pytest.fail("trained"), ev.SegmenterConfig(),
+                           tmp_path, log=logs.append)
+    assert logs == [f"[segmenter] loaded {ev.SHIPPED / 'synthetic_64x64_unet-1d5779a7.pt'}"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        score = ev.evaluate_real(val, val.info, 100, net, None, ev.MetricsArgs(ckpt=[]))["seg"]
+    finally:
+        torch.set_num_threads(threads)
+    assert (f"{100 * score['miou']:.1f}", f"{100 * score['accuracy']:.1f}") == SHIPPED_SEGMENTER_SCORE
+
+
 def test_metrics_with_inception_weights_and_torchscript_segmenter(ckpts, inception_file, tmp_path):
     import warnings
 

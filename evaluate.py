@@ -1376,6 +1376,9 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--sean", default=None, help="SEAN checkpoint for the region-transfer figure")
     fig.add_argument("--out", default="assets", help="output folder (default: assets)")
     fig.add_argument("--n", type=int, default=6, help="rows of the comparison figure (default: 6)")
+    exp = sub.add_parser("export", help="generator (+ encoder) weights only, float16 (as in weights/)")
+    exp.add_argument("--ckpt", required=True, help="checkpoint written by train.py, or a run folder (newest)")
+    exp.add_argument("--out", required=True, help="file to write, e.g. weights/demo-sean.pt")
     seg = sub.add_parser("segmenter", help="train/load the cached evaluation segmenter, score real images")
     seg.add_argument("--dataset", default="synthetic", help="dataset name (default: synthetic)")
     seg.add_argument("--dataroot", default=None, help="dataset folder (real datasets)")
@@ -1406,6 +1409,12 @@ def main(argv=None) -> int:
             print(comparison_figure(ns.ckpt, Path(ns.out) / "comparison.png", ns.n, ns.titles))
             if ns.sean:
                 print(transfer_figure(ns.sean, Path(ns.out) / "sean_region_transfer.png"))
+        elif ns.command == "export":
+            path = models.find_checkpoint(ns.ckpt)
+            weights = models.export_generator(models.read_checkpoint(path))
+            models.atomic_save(weights, ns.out)
+            print(f"{path} -> {ns.out}: generator{'' if weights['E'] is None else ' + encoder'} weights, "
+                  f"float16, {os.path.getsize(ns.out) / 1e6:.1f} MB")
         else:
             segmenter_command(ns)
     except (ValueError, FileNotFoundError) as err:

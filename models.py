@@ -684,6 +684,18 @@ def read_checkpoint(path: str | os.PathLike, device="cpu", mmap: bool = False) -
     return ckpt
 
 
+def export_generator(ckpt: dict, dtype: torch.dtype = torch.float16) -> dict:
+    """A train.py checkpoint less the discriminator, optimizers and RNG: the generator (+ VAE encoder)
+    weights in dtype (float16 halves the file). evaluate.load_generator reads it as it reads a full
+    checkpoint; the weights are cast back to the networks' float32 on loading."""
+    def cast(state):
+        return None if state is None else {k: v.to(dtype) if v.is_floating_point() else v
+                                           for k, v in state.items()}
+    kept = {k: ckpt[k] for k in ("model_args", "step") if k in ckpt}
+    return {"format": CKPT_FORMAT, "config": ckpt["config"], **kept, "G": cast(ckpt["G"]),
+            "E": cast(ckpt.get("E"))}
+
+
 def hub_file(url: str, allow_download: bool = True, timeout: float = 10.0) -> tuple[Path | None, str]:
     """A weight file in torch hub's checkpoint folder: (path, "") if there or downloaded (one try, with a
     socket timeout so that an offline machine fails fast; via a temp file), else (None, why not)."""

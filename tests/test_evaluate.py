@@ -3,6 +3,7 @@ structure, the FID fallback's naming, bad input, and the metrics / synthesis com
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -357,7 +358,8 @@ def test_over_seeds_groups_runs_that_differ_only_in_the_seed():
 
     def run(seed, lr=2e-4, model="spade", name="ckpt_00001000.pt"):
         config = dict(model=model, vae=False, lr_G=lr, seed=seed, name=f"r{seed}", threads=1, out_dir="x")
-        return SimpleNamespace(config=config, path=f"runs/r{seed}/{name}", model=model, use_vae=False, seed=seed)
+        return SimpleNamespace(config=config, path=f"runs/r{seed}/{name}", model=model, use_vae=False,
+                               seed=seed)
 
     loaded = [run(0), run(1), run(2), run(0, lr=1e-4), run(0, model="sean")]
     rows = [{"name": "a", "miou": m, "psnr": p} for m, p in
@@ -372,14 +374,33 @@ def test_over_seeds_groups_runs_that_differ_only_in_the_seed():
     assert "| 45.0 ± 5.0 |" in md and "| n/a |" in md  # mIoU in %, PSNR absent
 
 
+def test_export_writes_a_float16_generator_that_loads_like_the_checkpoint(ckpts, tmp_path, capsys):
+    out = tmp_path / "vae16.pt"
+    assert ev.main(["export", "--ckpt", ckpts["vae"], "--out", str(out)]) == 0
+    assert "generator + encoder weights, float16" in capsys.readouterr().out
+    blob = torch.load(out, weights_only=True)
+    assert "D" not in blob and "opt_G" not in blob and blob["G"]["fc.weight"].dtype == torch.float16
+    full, half = ev.load_generator(ckpts["vae"]), ev.load_generator(out)
+    assert next(half.G.parameters()).dtype == torch.float32  # cast back on loading
+    label = torch.randint(0, 9, (1, 32, 32))
+    image = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        a, b = (m.generate(m.segmap(label), image=image) for m in (full, half))  # z = the encoder's mean
+    assert 0 < (a - b).abs().max() < 0.02  # float16 rounding of the weights, nothing else
+    assert out.stat().st_size < 0.6 * Path(ckpts["vae"]).stat().st_size  # no D, half the bytes
+
+
+SHIPPED_SEGMENTER_SCORE = ("79.8", "92.3")  # mIoU, accuracy (%) on the first 100 real validation images
+
+
 def test_committed_segmenter_is_used_without_training(tmp_path):
     """weights/ holds the synthetic 64x64 segmenter: no training, and the same scores on every machine."""
     import data
 
     val = data.SyntheticLandscapes("val", size=64, length=100)
     logs = []
-    net = ev.get_segmenter("synthetic", (64, 64), val.info, lambda: pytest.fail("trained"), ev.SegmenterConfig(),
-                           tmp_path, log=logs.append)
+    net = ev.get_segmenter("synthetic", (64, 64), val.info, lambda: pytest.fail("trained"),
+                           ev.SegmenterConfig(), tmp_path, log=logs.append)
     assert logs == [f"[segmenter] loaded {ev.SHIPPED / 'synthetic_64x64_unet-1d5779a7.pt'}"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -96,6 +96,20 @@ def test_presets_match_the_official_dataset_options(preset):
     assert info.crop_size == a.crop_size and info.aspect_ratio == a.aspect_ratio
 
 
+def test_demo_preset_generators_fit_the_weights_budget():
+    """The demo preset's SPADE, SPADE+VAE (+ encoder) and SEAN generators: 25 MB in float16 with the
+    committed 0.5 MB segmenter."""
+    import models
+
+    total = 0
+    for flags in (["--model", "spade"], ["--vae"], ["--model", "sean"]):
+        args = train.parse_args(["--preset", "demo", *flags])
+        with torch.device("meta"):
+            G, _, E = models.build(models.ModelArgs.from_config(dataclasses.asdict(args), 10, False))
+        total += sum(models.count_parameters(m) for m in (G, E) if m is not None)
+    assert 2 * total + 0.5e6 <= 25e6, total
+
+
 def test_official_learning_rate_schedule():
     f = train.lr_factor(niter=2, niter_decay=4)
     # constant for niter epochs (and the first decaying one, as the official per-epoch update lands after it)

@@ -304,10 +304,11 @@ def bench_models(cfg: BenchConfig, section: str, flags: list[str], warmup: int, 
     """The steps and paper sections: run_step_config for each of cfg.models, each in a fresh (spawned)
     process, so that its peak memory is its own."""
     peak, results = matmul_peak(cfg.device, cfg.timer), {}
+    bf16, native = (train.use_bf16(setting, torch.device(cfg.device)) for setting in (cfg.bf16, "auto"))
     for name in cfg.models.split(","):
         spec = dict(flags=flags + MODEL_FLAGS[name] + ["--device", cfg.device], device=cfg.device,
                     threads=cfg.threads, timer=cfg.timer, warmup=warmup, repeats=repeats,
-                    bf16=train.use_bf16(cfg.bf16, torch.device(cfg.device)))
+                    bf16=bf16)
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             results[name] = pool.apply(run_step_config, (spec,))
         print(f"  ... {name}: step {results[name]['step'] * 1e3:.1f} ms", flush=True)
@@ -325,8 +326,8 @@ def bench_models(cfg: BenchConfig, section: str, flags: list[str], warmup: int, 
                 "(FlopCounterMode); % of peak: of the float32 matmul peak of this run. Peak memory: "
                 f"{memory} above the memory in use before the first step, one process per model"
                 + (". VGG19 with random weights (same cost as ImageNet's)." if a.lambda_vgg else "."),
-                f"bf16 autocast {'timed' if 'bf16' in next(iter(results.values())) else 'not timed'} (--bf16 "
-                f"{cfg.bf16}; native bf16 matmul here: {train.use_bf16('auto', torch.device(cfg.device))})."])
+                f"bf16 autocast {'timed' if bf16 else 'not timed'} (--bf16 {cfg.bf16}; native bf16 matmul "
+                f"here: {native})."])
     return results
 
 

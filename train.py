@@ -298,6 +298,8 @@ class Run:
     batch_in_epoch: int = 0
     best_frechet: float | None = None
     """--eval-every: the lowest Frechet distance so far (best.pt holds that state)"""
+    bf16: bool = False
+    """--bf16 resolved for this device once (use_bf16): autocast on in train_step"""
 
     @property
     def run_dir(self) -> str:
@@ -394,7 +396,7 @@ def setup(args: Args, d: "Dist", device: torch.device) -> Run:
     run = Run(args, d, device, dataset, G, D, E, opt_G, opt_D,
               torch.optim.lr_scheduler.LambdaLR(opt_G, lr_factor(args.niter, args.niter_decay)),
               torch.optim.lr_scheduler.LambdaLR(opt_D, lr_factor(args.niter, args.niter_decay)),
-              margs, vgg, steps_per_epoch, total_steps)
+              margs, vgg, steps_per_epoch, total_steps, bf16=use_bf16(args.bf16, device))
     if ckpt is not None:
         restore(run, ckpt)
     else:  # per-rank noise streams
@@ -439,7 +441,7 @@ def train_step(run: Run, batch: dict) -> tuple[dict, dict, tuple]:
     instance = batch.get("instance") if args.use_instance else None
     instance = None if instance is None else instance.to(device, non_blocking=True)
     segmap = data.make_segmap(label, run.dataset.info, instance).contiguous(memory_format=memory_format)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(args.bf16, device))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.bf16)
 
     with autocast:  # the generator runs once
         fake, mu, logvar = generate(run.G, run.E, segmap, real, args.model)
@@ -789,10 +791,10 @@ class Outputs:
         print(f"{a.model}{' +VAE' if a.vae else ''} on {a.dataset} ({len(run.dataset)} images, "
               f"{info.semantic_nc(a.use_instance)} input channels) | G {n_g / 1e6:.2f}M D {n_d / 1e6:.2f}M "
               f"params | device {run.device}{f' x{run.d.world}' if run.d.enabled else ''}"
-              f"{' bf16' if use_bf16(a.bf16, run.device) else ' fp32'} (--bf16 {a.bf16}) | run dir "
+              f"{' bf16' if run.bf16 else ' fp32'} (--bf16 {a.bf16}) | run dir "
               f"{run.run_dir}")
         print(plan_line(a, run.steps_per_epoch, run.total_steps))
-        if use_bf16(a.bf16, run.device) and not use_bf16("auto", run.device):
+        if run.bf16 and not use_bf16("auto", run.device):
             print(f"warning: {run.device} has no native bf16 matmul: bf16 autocast is emulated and slow "
                   "there (35x slower than float32 on an AVX2 CPU); --bf16 auto picks float32")
 

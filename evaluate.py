@@ -224,7 +224,8 @@ def load_lpips(device: str = "cpu", log=print):
     None with a message: LPIPS never runs on random features."""
     path = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE
     if not path.is_file():
-        log(f"[evaluate] LPIPS diversity: n/a, the AlexNet weights {LPIPS_BACKBONE} are not in {path.parent} "
+        log(f"[evaluate] LPIPS diversity: n/a, the AlexNet weights {LPIPS_BACKBONE} are not in "
+            f"{models.shown(path.parent)} "
             "(put torchvision's ImageNet AlexNet file there to get it)")
         return None
     return LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).to(device).eval()
@@ -706,10 +707,11 @@ class FeatureExtractor:
         path, why = find_inception_weights(weights, download=download)
         if path is None:
             self.net, self.name = None, FALLBACK_NAME
+            hub = models.shown(Path(torch.hub.get_dir()) / "checkpoints")
             self.note = (f"Inception weights {FID_WEIGHTS_NAME} not found ({why}; pass --inception-weights "
-                         f"or put the file in {Path(torch.hub.get_dir()) / 'checkpoints'}): the Frechet "
-                         "distance is computed on the evaluation segmenter's pooled bottleneck features "
-                         "instead. It is NOT comparable to published Inception-based scores.")
+                         f"or put the file in {hub}): the Frechet distance is computed on the evaluation "
+                         "segmenter's pooled bottleneck features instead. It is NOT comparable to published "
+                         "Inception-based scores.")
         else:
             net, self.note = load_fid_inception(path)
             self.net, self.name = net.to(device), "FID"

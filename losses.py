@@ -118,9 +118,9 @@ def load_vgg19_imagenet_state_dict(allow_download: bool = True, download_timeout
         expected = Path(vgg19_checkpoint_path())
         raise VGGWeightsNotFoundError(
             f"The perceptual (VGG) loss needs torchvision's ImageNet VGG19 weights, file '{expected.name}', "
-            f"expected at '{expected}' ({reason}). Download {VGG19_URL} on a machine with network access "
-            f"and copy it to that path (the torch hub checkpoint folder; set TORCH_HOME to move it), or "
-            f"train without the perceptual loss: --no-vgg-loss (lambda_vgg=0).")
+            f"expected at '{models.shown(expected)}' ({reason}). Download {VGG19_URL} on a machine with "
+            f"network access and copy it to that path (the torch hub checkpoint folder; set TORCH_HOME to "
+            f"move it), or train without the perceptual loss: --no-vgg-loss (lambda_vgg=0).")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

@@ -696,6 +696,13 @@ def export_generator(ckpt: dict, dtype: torch.dtype = torch.float16) -> dict:
             "E": cast(ckpt.get("E"))}
 
 
+def shown(path: str | os.PathLike) -> str:
+    """A path as messages print it: under the home folder written with ~, so that a message (and a committed
+    notebook output) reads the same on every machine."""
+    home, text = str(Path.home()), str(path)
+    return "~" + text[len(home):] if text == home or text.startswith(home + os.sep) else text
+
+
 def hub_file(url: str, allow_download: bool = True, timeout: float = 10.0) -> tuple[Path | None, str]:
     """A weight file in torch hub's checkpoint folder: (path, "") if there or downloaded (one try, with a
     socket timeout so that an offline machine fails fast; via a temp file), else (None, why not)."""

@@ -28,6 +28,21 @@ def test_four_notebooks_are_there():
     assert [n[:3] for n in names] == ["01_", "02_", "03_", "04_"], names
 
 
+def test_committed_outputs_show_no_machine_paths():
+    """Outputs are committed as a reader sees them: no temporary or home folder of the machine that ran them
+    (runs go to a relative folder, the home folder prints as ~; see models.shown)."""
+    import re
+    import tempfile
+
+    machine = [str(Path.home()), tempfile.gettempdir(), "/tmp/", "/root/", "/home/", str(ROOT)]
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        text = json.dumps([c.get("outputs", []) for c in nb.cells])
+        text = re.sub(r'"image/png": "[^"]*"', "", text)  # base64 pictures can hold any letters
+        found = [m for m in machine if m in text]
+        assert not found, f"{path.name}: committed outputs contain {found}"
+
+
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("notebook_runs")

@@ -376,7 +376,7 @@ def get_segmenter(dataset: str, size: tuple[int, int], info, train_set_fn, cfg: 
             blob = torch.load(stored, map_location="cpu", weights_only=True)
             net = SegUNet(blob["label_nc"], blob["config"]["width"])
             net.load_state_dict(blob["state_dict"])
-            log(f"[segmenter] loaded {stored}")
+            log(f"[segmenter] loaded {models.shown(stored)}")
             return net.to(device).eval()
     log(f"[segmenter] training on the real {dataset} training images at {size[0]}x{size[1]} "
         f"(cached in {path})")
@@ -560,6 +560,24 @@ def load_generator(checkpoint_path: str | os.PathLike, device: str = "cpu") -> L
     name = f"{config['model']}{'+VAE' if config['vae'] else ''} ({path.parent.name}/{path.name})"
     return _loaded_model(path, name, config, G.to(device).eval(), None if E is None else E.to(device).eval(),
                          info)
+
+
+# The committed demo models (README "Demo weights"): the file name and the command that regenerates it.
+DEMO = {"spade": "python train.py --preset demo --name demo-spade",
+        "spade-vae": "python train.py --preset demo --vae --name demo-spade-vae",
+        "sean": "python train.py --preset demo --model sean --niter 12 --niter-decay 12 --name demo-sean"}
+
+
+def load_demo(name: str, device: str = "cpu") -> LoadedModel:
+    """One of the committed demo models, weights/demo-<name>.pt (name: spade, spade-vae or sean)."""
+    if name not in DEMO:
+        raise ValueError(f"no demo model '{name}': choose one of {', '.join(DEMO)}")
+    path = SHIPPED / f"demo-{name}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{models.shown(path)} is missing: it is committed with the repository; to "
+                                f"make it again run `{DEMO[name]}`, then `python evaluate.py export --ckpt "
+                                f"runs/demo-{name} --out weights/demo-{name}.pt`")
+    return load_generator(path, device)
 
 
 # The options an official checkpoint does not store, as the official code's defaults and dataset options set
@@ -772,7 +790,7 @@ def synthesis_scores(lm: LoadedModel, val_set, n: int, segmenter, features: Feat
             real = quantize_png(batch["image"])
             for key, metric in (("psnr", psnr), ("ssim", ssim), ("rmse", rmse)):
                 rec[key].append(metric(recon, real))
-    result = {"name": lm.name, "checkpoint": lm.path, "model": lm.model, "vae": lm.use_vae,
+    result = {"name": lm.name, "checkpoint": models.shown(lm.path), "model": lm.model, "vae": lm.use_vae,
               **miou_and_accuracy(conf),
               "frechet": frechet_distance_features(real_features, torch.cat(feats))}
     return result | {k: float(torch.cat(v).mean()) if v else None for k, v in rec.items()}
@@ -805,7 +823,8 @@ def region_transfer(lm: LoadedModel, val_set, n_pairs: int, args: MetricsArgs,
     independently, so region k should take B's mean colour (``transfer_to_B``, ``transfer_success``: closer
     to B than to A) while A's other regions keep theirs (``transfer_others_change``); ``transfer_gt_rmse``
     compares with the dataset's exact rendering of A with B's style row k. ``*_before``: the untransferred
-    reconstruction of A, the baseline."""
+    reconstruction of A, the baseline. ``transfer_gap_success``: per case, (|A's - B's region colour|,
+    success), to see how success depends on how different the two regions are."""
     no_transfer = {"transfer_to_B": None, "transfer_success": None, "transfer_others_change": None}
     if lm.model != "sean" or lm.dataset != "synthetic":
         return no_transfer
@@ -816,7 +835,7 @@ def region_transfer(lm: LoadedModel, val_set, n_pairs: int, args: MetricsArgs,
     def colours(image, label):  # (K, 3) mean colour of each class region, 0 for absent classes
         return data.region_mean_colours(image[None].double(), label[None], K)[0][0]
 
-    s = {k: [] for k in ("to_b", "to_b_before", "success", "others", "gt_rmse", "gt_rmse_before")}
+    s = {k: [] for k in ("to_b", "to_b_before", "success", "others", "gt_rmse", "gt_rmse_before", "gap")}
     for i in range(half):
         a, b = val_set[i], val_set[i + half]
         area_a, area_b = (torch.bincount(x["label"].flatten().clamp(0, K), minlength=K + 1)[:K]
@@ -837,6 +856,7 @@ def region_transfer(lm: LoadedModel, val_set, n_pairs: int, args: MetricsArgs,
             s["to_b"].append(float(d_b))
             s["to_b_before"].append(float((col_rec[k] - col_b[k]).norm()))
             s["success"].append(float(d_b < d_a))
+            s["gap"].append(float((col_a[k] - col_b[k]).norm()))
             rest = [j for j in range(K) if j != k and area_a[j] > 0]
             if rest:
                 s["others"].append(float((col_out[rest] - col_rec[rest]).norm(dim=1).mean()))
@@ -852,7 +872,8 @@ def region_transfer(lm: LoadedModel, val_set, n_pairs: int, args: MetricsArgs,
     return {"transfer_to_B": mean["to_b"], "transfer_to_B_before": mean["to_b_before"],
             "transfer_success": mean["success"], "transfer_others_change": mean["others"],
             "transfer_cases": len(s["to_b"]), "transfer_gt_rmse": mean["gt_rmse"],
-            "transfer_gt_rmse_before": mean["gt_rmse_before"]}
+            "transfer_gt_rmse_before": mean["gt_rmse_before"],
+            "transfer_gap_success": list(zip(s["gap"], s["success"], strict=True))}
 
 
 def _fmt(value, digits: int, scale: float = 1) -> str:
@@ -1343,6 +1364,26 @@ def transfer_figure(ckpt: str, out: str | os.PathLike, n: int = 4, classes: tupl
     return _save_grid(rows, ["A", "B", "A, own style"] + [f"A, {c} of B" for c in classes], out)
 
 
+@torch.no_grad()
+def samples_figure(ckpt: str, out: str | os.PathLike, n: int = 4, n_samples: int = 5,
+                   device: str = "cpu") -> Path:
+    """SPADE+VAE multi-modal synthesis: rows are validation label maps; columns show the label map, the real
+    image, its reconstruction from z = mu(x), then n_samples images from z ~ N(0, I) (seed 0)."""
+    lm = load_generator(ckpt, device)
+    if not lm.use_vae:
+        raise ValueError(f"{ckpt} is a {lm.model} checkpoint without the VAE; samples need SPADE+VAE")
+    val = build_split(lm.dataset, lm.dataroot, "val", lm.size, length=n, seed=lm.seed)
+    batch = next(_batches(val, n, n))
+    seg = lm.segmap(batch["label"], batch.get("instance")).to(device)
+    gen = torch.Generator().manual_seed(0)
+    columns = [[data.colorize(label, data.dataset_palette(lm.info.name, lm.info.label_nc))
+                for label in batch["label"]], quantize_png(batch["image"]),
+               quantize_png(lm.generate(seg, image=batch["image"].to(device)).cpu())]
+    columns += [quantize_png(lm.generate(seg, generator=gen).cpu()) for _ in range(n_samples)]
+    titles = ["label", "real", "z = mu(real)"] + [f"z ~ N(0, I) #{i + 1}" for i in range(n_samples)]
+    return _save_grid([list(row) for row in zip(*columns, strict=True)], titles, out)
+
+
 # --- 8. Command line ----------------------------------------------------------------------------------------
 
 
@@ -1372,10 +1413,12 @@ def build_parser() -> argparse.ArgumentParser:
                               MetricsArgs)
     models.add_dataclass_args(sub.add_parser("synthesize", help="PNGs from label maps, with style control"),
                               SynthesizeArgs, choices={"official": ("", *OFFICIAL_PRESETS)})
-    fig = sub.add_parser("figures", help="README figures: model comparison and SEAN region transfer")
+    fig = sub.add_parser("figures", help="README figures: model comparison, SEAN region transfer, "
+                                                 "SPADE+VAE samples")
     fig.add_argument("--ckpt", nargs="+", required=True, help="checkpoints or run folders, one column each")
     fig.add_argument("--titles", nargs="+", default=None, help="column titles (default: model names)")
     fig.add_argument("--sean", default=None, help="SEAN checkpoint for the region-transfer figure")
+    fig.add_argument("--vae", default=None, help="SPADE+VAE checkpoint for the multi-modal samples figure")
     fig.add_argument("--out", default="assets", help="output folder (default: assets)")
     fig.add_argument("--n", type=int, default=6, help="rows of the comparison figure (default: 6)")
     exp = sub.add_parser("export", help="generator (+ encoder) weights only, float16 (as in weights/)")
@@ -1411,6 +1454,8 @@ def main(argv=None) -> int:
             print(comparison_figure(ns.ckpt, Path(ns.out) / "comparison.png", ns.n, ns.titles))
             if ns.sean:
                 print(transfer_figure(ns.sean, Path(ns.out) / "sean_region_transfer.png"))
+            if ns.vae:
+                print(samples_figure(ns.vae, Path(ns.out) / "vae_samples.png"))
         elif ns.command == "export":
             path = models.find_checkpoint(ns.ckpt)
             weights = models.export_generator(models.read_checkpoint(path))

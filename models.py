@@ -697,9 +697,11 @@ def export_generator(ckpt: dict, dtype: torch.dtype = torch.float16) -> dict:
 
 
 def shown(path: str | os.PathLike) -> str:
-    """A path as messages print it: under the home folder written with ~, so that a message (and a committed
-    notebook output) reads the same on every machine."""
-    home, text = str(Path.home()), str(path)
+    """A path as messages print it: inside this repository relative to it (weights/...), under the home folder
+    written with ~, so that a message (and a committed notebook output) reads the same on every machine."""
+    repo, home, text = str(Path(__file__).resolve().parent), str(Path.home()), str(path)
+    if text.startswith(repo + os.sep):
+        return text[len(repo) + 1:]
     return "~" + text[len(home):] if text == home or text.startswith(home + os.sep) else text
 
 

@@ -1,6 +1,6 @@
 """Paint a label map in the browser and watch SPADE and SEAN turn it into a picture.
 
-    python paint.py                                   # newest runs/quick-* checkpoints, opens the browser
+    python paint.py                                   # the committed demo weights, opens the browser
     python paint.py --ckpt runs/quick-spade runs/quick-sean --port 8000 --no-browser
 
 The page (paint.html) is a label canvas, the dataset's palette and the generated picture. A brush stroke
@@ -68,8 +68,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @dataclass
 class Args:
     ckpt: list[str] = field(default_factory=list)
-    """checkpoints or run folders, one per model the page can switch between (default: weights/*.pt, else
-    the newest checkpoint of each of runs/quick-spade, runs/quick-sean, runs/quick-spade-vae)"""
+    """checkpoints or run folders, one per model the page can switch between (default: the committed
+    weights/demo-*.pt, else the newest checkpoint of each of runs/quick-spade, runs/quick-sean,
+    runs/quick-spade-vae)"""
     port: int = 8000
     """port on 127.0.0.1 (0: any free port)"""
     browser: bool = True
@@ -93,7 +94,7 @@ class Painter:
 
     def __init__(self, args: Args, log=print):
         runs = Path(os.environ.get("SPADE_SEAN_RUNS", ROOT / "runs"))  # the notebooks' override, too
-        paths = args.ckpt or sorted((ROOT / "weights").glob("*.pt")) or [
+        paths = args.ckpt or sorted((ROOT / "weights").glob("demo-*.pt")) or [
             runs / n for n in ("quick-spade", "quick-spade-vae", "quick-sean")
             if list((runs / n).glob("ckpt_*.pt"))]
         if not paths:

@@ -401,7 +401,7 @@ def test_committed_segmenter_is_used_without_training(tmp_path):
     logs = []
     net = ev.get_segmenter("synthetic", (64, 64), val.info, lambda: pytest.fail("trained"),
                            ev.SegmenterConfig(), tmp_path, log=logs.append)
-    assert logs == [f"[segmenter] loaded {ev.SHIPPED / 'synthetic_64x64_unet-1d5779a7.pt'}"]
+    assert logs == ["[segmenter] loaded weights/synthetic_64x64_unet-1d5779a7.pt"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -409,6 +409,34 @@ def test_committed_segmenter_is_used_without_training(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert (f"{100 * score['miou']:.1f}", f"{100 * score['accuracy']:.1f}") == SHIPPED_SEGMENTER_SCORE
+
+
+def test_committed_demo_weights_load_and_fit_the_budget():
+    """weights/demo-*.pt: generator (+ encoder) only, float16, loadable with weights_only; with the segmenter
+    at most 25 MB; each loads through load_demo with the demo preset's widths and synthesizes."""
+    files = sorted(ev.SHIPPED.glob("*.pt"))
+    assert {f.name for f in files} >= {f"demo-{name}.pt" for name in ev.DEMO}
+    assert sum(f.stat().st_size for f in files) <= 25e6
+    label = ev.build_split("synthetic", None, "val", (64, 64), length=1)[0]["label"][None]
+    for name, command in ev.DEMO.items():
+        blob = torch.load(ev.SHIPPED / f"demo-{name}.pt", map_location="cpu", weights_only=True)
+        dtypes = {t.dtype for t in blob["G"].values() if t.is_floating_point()}
+        assert "D" not in blob and dtypes == {torch.float16}
+        lm = ev.load_demo(name)
+        assert (lm.model, lm.use_vae, lm.size, lm.config["ngf"]) == (name.split("-")[0], name.endswith("vae"),
+                                                                    (64, 64), 12)
+        assert f"--name demo-{name}" in command and ("--vae" in command) == lm.use_vae
+        image = ev.build_split("synthetic", None, "val", (64, 64), length=1)[0]["image"][None]
+        out = lm.generate(lm.segmap(label), image=image if lm.has_style else None)
+        assert out.shape == (1, 3, 64, 64) and torch.isfinite(out).all()
+
+
+def test_load_demo_names_the_command_for_a_missing_file(monkeypatch, tmp_path):
+    monkeypatch.setattr(ev, "SHIPPED", tmp_path)
+    with pytest.raises(FileNotFoundError, match="--model sean --niter 12 --niter-decay 12 --name demo-sean"):
+        ev.load_demo("sean")
+    with pytest.raises(ValueError, match="choose one of spade, spade-vae, sean"):
+        ev.load_demo("clade")
 
 
 def test_metrics_with_inception_weights_and_torchscript_segmenter(ckpts, inception_file, tmp_path):
@@ -568,15 +596,18 @@ def test_bad_label_maps(ckpts, tmp_path, capsys):
 
 
 def test_figures_comparison_and_transfer(ckpts, tmp_path):
-    """The README figures: one column per checkpoint (+ label and real), and SEAN's transfer grid; a non-SEAN
-    checkpoint is refused for the transfer figure."""
+    """The README figures: one column per checkpoint (+ label and real), SEAN's transfer grid and SPADE+VAE's
+    samples; a checkpoint of another model is refused for the last two."""
     from PIL import Image
 
     comp = ev.comparison_figure([ckpts["spade"], ckpts["vae"], ckpts["sean"]], tmp_path / "c.png", n=2)
     trans = ev.transfer_figure(ckpts["sean"], tmp_path / "t.png", n=1, classes=("sky", "grass"))
-    for path in (comp, trans):
+    samples = ev.samples_figure(ckpts["vae"], tmp_path / "s.png", n=1, n_samples=3)
+    for path in (comp, trans, samples):
         w, h = Image.open(path).size
         assert w > h > 0
+    with pytest.raises(ValueError, match="samples need SPADE\\+VAE"):
+        ev.samples_figure(ckpts["sean"], tmp_path / "x.png", n=1)
     assert Image.open(comp).size[0] > Image.open(trans).size[0] * 0.5
     with pytest.raises(ValueError, match="needs SEAN"):
         ev.transfer_figure(ckpts["spade"], tmp_path / "x.png", n=1)

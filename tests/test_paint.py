@@ -154,6 +154,13 @@ def test_without_any_checkpoint_the_error_says_to_train_first(tmp_path, monkeypa
     assert "run `python train.py` first" in capsys.readouterr().err
 
 
+def test_by_default_the_committed_demo_weights_are_loaded(monkeypatch, tmp_path):
+    """weights/ also holds the evaluation segmenter: only the demo-*.pt generators are loaded."""
+    monkeypatch.setenv("SPADE_SEAN_RUNS", str(tmp_path / "runs"))
+    painter = paint.Painter(paint.Args(port=0, val_samples=4, mean_style_images=4), log=lambda *a: None)
+    assert set(painter.models) == {"spade", "spade-vae", "sean"}
+
+
 # ------------------------------------------------------------------------------------------------------------
 # The page in a real browser
 # ------------------------------------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
 """Run every notebook in notebooks/ top to bottom; a failing cell (including its `assert`s) fails the test.
 
 The notebooks are executed in memory (the committed files and their outputs are left untouched), in a kernel
-started with this interpreter (sys.executable), with notebooks/ as working directory. Models the notebooks
-train go to one temporary runs folder shared by the notebooks of this module (SPADE_SEAN_RUNS), so a run
-trained by notebook 2 is reused by notebooks 3 and 4, as when a reader runs them in order; a user's own runs
-under runs/ are never read.
+started with this interpreter (sys.executable), with notebooks/ as working directory. Notebooks 1-3 load the
+committed demo weights (weights/demo-*.pt); notebook 4's live run goes to a temporary runs folder
+(SPADE_SEAN_RUNS), so a user's own runs under runs/ are never read or written.
 """
 
 import json

@@ -1414,7 +1414,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_dataclass_args(sub.add_parser("synthesize", help="PNGs from label maps, with style control"),
                               SynthesizeArgs, choices={"official": ("", *OFFICIAL_PRESETS)})
     fig = sub.add_parser("figures", help="README figures: model comparison, SEAN region transfer, "
-                                                 "SPADE+VAE samples")
+                                         "SPADE+VAE samples")
     fig.add_argument("--ckpt", nargs="+", required=True, help="checkpoints or run folders, one column each")
     fig.add_argument("--titles", nargs="+", default=None, help="column titles (default: model names)")
     fig.add_argument("--sean", default=None, help="SEAN checkpoint for the region-transfer figure")

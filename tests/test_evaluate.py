@@ -417,7 +417,8 @@ def test_committed_demo_weights_load_and_fit_the_budget():
     files = sorted(ev.SHIPPED.glob("*.pt"))
     assert {f.name for f in files} >= {f"demo-{name}.pt" for name in ev.DEMO}
     assert sum(f.stat().st_size for f in files) <= 25e6
-    label = ev.build_split("synthetic", None, "val", (64, 64), length=1)[0]["label"][None]
+    sample = ev.build_split("synthetic", None, "val", (64, 64), length=1)[0]
+    label, image = sample["label"][None], sample["image"][None]
     for name, command in ev.DEMO.items():
         blob = torch.load(ev.SHIPPED / f"demo-{name}.pt", map_location="cpu", weights_only=True)
         dtypes = {t.dtype for t in blob["G"].values() if t.is_floating_point()}
@@ -426,7 +427,6 @@ def test_committed_demo_weights_load_and_fit_the_budget():
         assert (lm.model, lm.use_vae, lm.size, lm.config["ngf"]) == (name.split("-")[0], name.endswith("vae"),
                                                                     (64, 64), 12)
         assert f"--name demo-{name}" in command and ("--vae" in command) == lm.use_vae
-        image = ev.build_split("synthetic", None, "val", (64, 64), length=1)[0]["image"][None]
         out = lm.generate(lm.segmap(label), image=image if lm.has_style else None)
         assert out.shape == (1, 3, 64, 64) and torch.isfinite(out).all()
 

@@ -194,6 +194,38 @@ def test_resblock_shortcut_and_spectral_norm():
     assert change(x, seg).shape == (2, 8, 8, 8)
 
 
+def test_resblock_is_norm_leaky_relu_02_conv_twice_plus_the_shortcut():
+    """SPADE Fig. 4 right, written out from the block's parts: the LeakyReLU slope is 0.2 (a negative-heavy
+    input makes another slope visible)."""
+    torch.manual_seed(0)
+    block = models.SPADEResBlock(16, 8, K).eval()
+    x, seg = torch.randn(2, 16, 8, 8) - 1.5, make_segmap(2, 8, 8)
+    with torch.no_grad():
+        shortcut = block.conv_s(block.norm_s(x, seg))
+        dx = block.conv_0(F.leaky_relu(block.norm_0(x, seg), 0.2))
+        dx = block.conv_1(F.leaky_relu(block.norm_1(dx, seg), 0.2))
+        torch.testing.assert_close(block(x, seg), shortcut + dx)
+        other = block.conv_0(F.leaky_relu(block.norm_0(x, seg), 0.1))
+        assert not torch.allclose(block.conv_0(F.leaky_relu(block.norm_0(x, seg), 0.2)), other, atol=1e-3)
+
+
+def test_every_leaky_relu_has_the_official_slope_02():
+    nets = [models.MultiscaleDiscriminator(K + 3, ndf=8), models.StyleEncoder(16, nf=4)]
+    slopes = [m.negative_slope for net in nets for m in net.modules() if isinstance(m, torch.nn.LeakyReLU)]
+    assert len(slopes) >= 10 and set(slopes) == {0.2}
+    # the functional ones: the generator's last activation and the encoder's, via a hook on leaky_relu
+    seen = []
+    real = F.leaky_relu
+    try:
+        F.leaky_relu = lambda x, slope=0.01, *a, **kw: seen.append(slope) or real(x, slope, *a, **kw)
+        with torch.no_grad():
+            models.SPADEGenerator(K, ngf=4, crop_size=32)(make_segmap(2, 32, 32))
+            models.ConvEncoder(ngf=4, crop_size=32, z_dim=8)(torch.zeros(1, 3, 32, 32))
+    finally:
+        F.leaky_relu = real
+    assert len(seen) > 10 and set(seen) == {0.2}
+
+
 def test_init_is_official():
     g = models.SPADEGenerator(K, ngf=16, crop_size=64)
     w = g.up_0.conv_0.parametrizations.weight.original  # 256 -> 128, 3x3

@@ -340,3 +340,74 @@ def test_clade_appends_the_edge_channel_instead_of_dropping_it():
     assert out.shape == (1, C + 1, 8, 8)
     torch.testing.assert_close(out[:, :C], layer(x, seg)[:, :C])  # the class lookup is untouched
     assert (out[:, C] - layer(x, seg)[:, C]).abs().max() > 0  # the edges arrive through their own conv
+
+
+# ------------------------------------------------------------------------ modulation against the equation
+
+
+def by_hand_normalized(x, eps=1e-5):
+    """Batch norm without affine, written out: (x - mean) / sqrt(var + eps), biased variance over N, H, W."""
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+def test_param_free_norms_use_the_official_eps():
+    """eps = 1e-5 (torch's and the official code's): visible on a signal of variance 1e-4, where eps 1e-3
+    would shrink the output 3x."""
+    x = torch.randn(4, 3, 8, 8) * 1e-2
+    for kind in ("batch", "instance", "syncbatch"):
+        assert make_param_free_norm(kind, 3).eps == 1e-5
+    layer = SPADE(3, 2, hidden=4)
+    torch.testing.assert_close(layer.param_free_norm(x), by_hand_normalized(x), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(layer.param_free_norm(x), by_hand_normalized(x, eps=1e-3), atol=1e-2)
+    mu, sigma = batch_stats(x)
+    torch.testing.assert_close(normalize(x, mu, sigma), by_hand_normalized(x), atol=1e-4, rtol=1e-4)
+
+
+def test_spade_modulation_is_the_equation_with_distinct_gamma_and_beta():
+    """out = (1 + gamma(m)) (x - mu) / sigma + beta(m), gamma and beta from their own convs (not swapped)."""
+    torch.manual_seed(0)
+    K, C = 3, 4
+    layer = SPADE(C, K, hidden=8)
+    with torch.no_grad():
+        layer.mlp_beta.bias.fill_(2.0)  # beta near 2, gamma near 0: a swap moves the output by ~2
+    x, m = torch.randn(2, C, 8, 8) * 3 + 1, random_onehot(2, K, (8, 8), range(K), none_label=False)
+    actv = F.relu(F.conv2d(m, layer.mlp_shared[0].weight, layer.mlp_shared[0].bias, padding=1))
+    gamma = F.conv2d(actv, layer.mlp_gamma.weight, layer.mlp_gamma.bias, padding=1)
+    beta = F.conv2d(actv, layer.mlp_beta.weight, layer.mlp_beta.bias, padding=1)
+    assert (beta - gamma).abs().mean() > 1
+    expected = (1 + gamma) * by_hand_normalized(x) + beta
+    torch.testing.assert_close(layer(x, m), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sean_modulation_is_the_equation_with_distinct_gamma_and_beta():
+    """SEAN with the blending alpha set: out = (1 + gamma) x_hat + beta, gamma = a_g gamma^s + (1 - a_g)
+    gamma^o, beta likewise, gamma^s/beta^s convs of the style map sum_k ReLU(W_k ST_k + b_k) M_k; written out
+    with F.conv2d from the layer's parameters, checked for the folded forward and the paper form."""
+    torch.manual_seed(1)
+    K, C, S = 3, 4, 5
+    layer = SEAN(C, K, style_dim=S, hidden=8, use_noise=False)
+    with torch.no_grad():
+        layer.blending_gamma.fill_(1.5)  # alpha_gamma = 0.82, alpha_beta = 0.27: not 0.5, not equal
+        layer.blending_beta.fill_(-1.0)
+        layer.conv_beta.bias.fill_(3.0)  # beta about 0.27 * 3 + 0.73 * 1 = 1.5, gamma about 0
+        layer.spade.mlp_beta.bias.fill_(1.0)
+    x, m = torch.randn(2, C, 8, 8) * 2 - 1, random_onehot(2, K, (8, 8), range(K), none_label=False)
+    codes = torch.randn(2, K, S)
+    v = torch.stack([F.relu(codes[:, k] @ layer.fc_mu_weight[k].T + layer.fc_mu_bias[k])
+                     for k in range(K)], 1)
+    style_map = torch.einsum("bks,bkhw->bshw", v, m)
+    gamma_s = F.conv2d(style_map, layer.conv_gamma.weight, layer.conv_gamma.bias, padding=1)
+    beta_s = F.conv2d(style_map, layer.conv_beta.weight, layer.conv_beta.bias, padding=1)
+    spade = layer.spade
+    actv = F.relu(F.conv2d(m, spade.mlp_shared[0].weight, spade.mlp_shared[0].bias, padding=1))
+    gamma_o = F.conv2d(actv, spade.mlp_gamma.weight, spade.mlp_gamma.bias, padding=1)
+    beta_o = F.conv2d(actv, spade.mlp_beta.weight, spade.mlp_beta.bias, padding=1)
+    a_g, a_b = torch.sigmoid(torch.tensor(1.5)), torch.sigmoid(torch.tensor(-1.0))
+    gamma, beta = a_g * gamma_s + (1 - a_g) * gamma_o, a_b * beta_s + (1 - a_b) * beta_o
+    assert (beta - gamma).abs().mean() > 0.5
+    expected = (1 + gamma) * by_hand_normalized(x) + beta
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x, m, codes), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(sean_paper_form(layer, x, m, codes), expected, atol=1e-5, rtol=1e-5)

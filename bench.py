@@ -12,6 +12,10 @@ measured in the same run. One fresh process per model, so that its peak memory (
 before its first step) is its own.
 sean_vs_spade: the G step of SEAN (style_dim 64 and 512) against SPADE's, interleaved, at ngf 16, 64²,
 batch 4, 19 classes of blocky random masks. Target: SEAN within 1.5x of SPADE.
+official (--official-spade PATH, a checkout of NVlabs/SPADE): its generator against this project's at paper
+width, forward + backward, interleaved in one process. Target: at least as fast.
+Every step table has kernel time and page faults per step; --allocator default|tuned|both picks glibc's malloc
+as it comes or as models.tune_allocator sets it (train.py's), or runs each model under both.
 """
 
 import argparse
@@ -20,10 +24,12 @@ import dataclasses
 import functools
 import multiprocessing
 import os
+import resource
 import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +77,12 @@ class BenchConfig:
     train.py --bf16 auto) | on | off"""
     models: str = "spade,spade+vae,sean,concat,pix2pixhd,clade"
     """comma-separated models for the steps and paper sections"""
+    allocator: str = "tuned"
+    """tuned (models.tune_allocator, as train.py runs) | default (glibc as it comes) | both (steps, paper and
+    official sections: each model once in a process of each kind, the before / after of the allocator)"""
+    official_spade: str = ""
+    """official section: a checkout of NVlabs/SPADE; its generator and this project's at paper width (ngf 64,
+    256x256, batch 1, 19 classes), forward + backward, interleaved in one process (skipped without it)"""
     markdown: str = ""
     """also write every printed table as Markdown to this file"""
 
@@ -204,13 +216,14 @@ class TrainStep:
 
     def __call__(self, counters: dict | None = None) -> dict:
         a, segmap, real, G, D, E = self.args, self.segmap, self.real, self.G, self.D, self.E
+        usage = resource.getrusage(resource.RUSAGE_SELF)  # page faults and kernel time: allocator trouble
 
-        def part(name, loss_fn, opt=None):
-            """loss_fn under autocast, then (with an optimizer) backward and step -> (output, seconds)."""
+        def part(name, fn, opt=None):
+            """fn (as train.train_step runs it), then (with an optimizer) backward and step -> (output,
+            seconds)."""
             t0 = self.clock()
             with counters[name] if counters else contextlib.nullcontext():
-                with self.autocast:
-                    out = loss_fn()
+                out = fn()
                 if opt is not None:
                     opt.zero_grad(set_to_none=True)
                     out["total"].backward()
@@ -218,11 +231,18 @@ class TrainStep:
             sync(self.device)
             return out, self.clock() - t0
 
-        (fake, mu, logvar), t_fwd = part("G fwd", lambda: train.generate(G, E, segmap, real, a.model))
-        _, t_d = part("D", lambda: train.discriminator_terms(D, segmap, fake, real, a), self.opt_D)
-        _, t_g = part("G", lambda: train.generator_terms(D, segmap, fake, real, a, self.vgg, mu, logvar),
-                      self.opt_G)
-        return {"G": t_fwd + t_g, "D": t_d, "step": t_fwd + t_g + t_d}
+        def forward():
+            with self.autocast:
+                return train.generate(G, E, segmap, real, a.model)
+
+        (fake, mu, logvar), t_fwd = part("G fwd", forward)
+        _, t_d = part("D", lambda: train.discriminator_terms(D, segmap, fake, real, a, self.autocast),
+                      self.opt_D)
+        _, t_g = part("G", lambda: train.generator_terms(D, segmap, fake, real, a, self.vgg, mu, logvar,
+                                                         self.autocast), self.opt_G)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        return {"G": t_fwd + t_g, "D": t_d, "step": t_fwd + t_g + t_d,
+                "faults": after.ru_minflt - usage.ru_minflt, "sys": after.ru_stime - usage.ru_stime}
 
 
 def medians(times: list[dict]) -> dict:
@@ -241,8 +261,10 @@ def memory_in_use(device: str, peak: bool = False) -> float:
 
 def run_step_config(spec: dict) -> dict:
     """Build one model from train.py flags and time its training step (see bench_models).
-    spec: flags, device, threads, timer, warmup, repeats."""
+    spec: flags, device, threads, timer, warmup, repeats, allocator ("tuned": models.tune_allocator first)."""
     from torch.utils.flop_counter import FlopCounterMode
+    if spec.get("allocator") == "tuned":
+        models.tune_allocator()
     if spec["threads"] > 0:
         torch.set_num_threads(spec["threads"])
     args, device = train.parse_args(spec["flags"] + ["--bf16", "off"]), spec["device"]
@@ -292,11 +314,12 @@ def step_table(title: str, results: dict, peak: float, notes: list[str]) -> None
     rows = [[name, f"{r['G_params'] / 1e6:.2f}M", f"{r['G'] * 1e3:.1f}", f"{r['D'] * 1e3:.1f}",
              f"{r['step'] * 1e3:.1f}", f"{r['batch'] / r['step']:.2f}", f"{flops / 1e9:.2f}",
              f"{flops / r['step'] / 1e9:.1f}", f"{100 * flops / r['step'] / peak:.1f}",
-             f"{r['memory'] / 2**20:.0f}"]
+             f"{r['memory'] / 2**20:.0f}", f"{r['sys'] * 1e3:.0f}", f"{r['faults'] / 1e3:.1f}"]
             + ([f"{r['bf16'] * 1e3:.1f}", f"{r['bf16_ratio']:.2f}x"] if bf16 else [])
             for name, r in results.items() for flops in [r["flops_G"] + r["flops_D"]]]
     print_table(title, ["model", "G params", "G step ms", "D step ms", "step ms", "img/s", "GFLOP/step",
-                        "GFLOP/s", "% of peak", f"peak MiB ({'CUDA alloc' if cuda else 'RSS'})"]
+                        "GFLOP/s", "% of peak", f"peak MiB ({'CUDA alloc' if cuda else 'RSS'})",
+                        "sys ms/step", "page faults/step (k)"]
                 + (["bf16 step ms", "fp32 / bf16"] if bf16 else []), rows, notes)
 
 
@@ -306,12 +329,14 @@ def bench_models(cfg: BenchConfig, section: str, flags: list[str], warmup: int, 
     peak, results = matmul_peak(cfg.device, cfg.timer), {}
     bf16, native = (train.use_bf16(setting, torch.device(cfg.device)) for setting in (cfg.bf16, "auto"))
     for name in cfg.models.split(","):
-        spec = dict(flags=flags + MODEL_FLAGS[name] + ["--device", cfg.device], device=cfg.device,
-                    threads=cfg.threads, timer=cfg.timer, warmup=warmup, repeats=repeats,
-                    bf16=bf16)
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            results[name] = pool.apply(run_step_config, (spec,))
-        print(f"  ... {name}: step {results[name]['step'] * 1e3:.1f} ms", flush=True)
+        for allocator in allocators(cfg):
+            spec = dict(flags=flags + MODEL_FLAGS[name] + ["--device", cfg.device], device=cfg.device,
+                        threads=cfg.threads, timer=cfg.timer, warmup=warmup, repeats=repeats,
+                        bf16=bf16, allocator=allocator)
+            row = name + (f" ({allocator} allocator)" if cfg.allocator == "both" else "")
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                results[row] = pool.apply(run_step_config, (spec,))
+            print(f"  ... {row}: step {results[row]['step'] * 1e3:.1f} ms", flush=True)
     a, k = train.parse_args(flags), next(iter(results.values()))["semantic_nc"]
     memory = ("CUDA max_memory_allocated" if cfg.device.startswith("cuda") else "peak RSS (VmHWM)")
     label = {"steps": "quick preset", "paper": "paper width"}[section]
@@ -326,6 +351,9 @@ def bench_models(cfg: BenchConfig, section: str, flags: list[str], warmup: int, 
                 "(FlopCounterMode); % of peak: of the float32 matmul peak of this run. Peak memory: "
                 f"{memory} above the memory in use before the first step, one process per model"
                 + (". VGG19 with random weights (same cost as ImageNet's)." if a.lambda_vgg else "."),
+                "sys ms/step, page faults/step: kernel time and minor page faults of the process per "
+                "training step (median): big tensors freed and allocated again each step, unmapped and "
+                "faulted back in by glibc's default malloc (see models.tune_allocator).",
                 f"bf16 autocast {'timed' if bf16 else 'not timed'} (--bf16 {cfg.bf16}; native bf16 matmul "
                 f"here: {native})."])
     return results
@@ -354,21 +382,104 @@ def bench_sean_vs_spade(cfg: BenchConfig, size: int = 64, batch: int = 4, ngf: i
     return med
 
 
+def allocators(cfg: BenchConfig) -> list[str]:
+    return ["default", "tuned"] if cfg.allocator == "both" else [cfg.allocator]
+
+
+def official_vs_project(spec: dict) -> dict:
+    """In this (spawned) process: the official SPADE generator (imported from spec["root"], its `models`
+    package swapped in for the import) and this project's, same configuration, forward + backward of a
+    square loss, interleaved; median ms, minor page faults and kernel ms per step."""
+    import importlib
+    import pickle
+    import types
+    if spec["allocator"] == "tuned":
+        models.tune_allocator()
+    if spec["threads"] > 0:
+        torch.set_num_threads(spec["threads"])
+    ours = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in ("models", "util")}
+    sys.path.insert(0, spec["root"])
+    sys.modules.setdefault("dill", pickle)  # util/util.py imports dill
+    importlib.import_module("models")
+    sync_bn = types.ModuleType("models.networks.sync_batchnorm")  # a separate clone in the official README
+    sync_bn.SynchronizedBatchNorm2d = torch.nn.BatchNorm2d
+    sys.modules[sync_bn.__name__] = sync_bn
+    try:
+        official_generator = importlib.import_module("models.networks.generator").SPADEGenerator
+    finally:
+        for k in [k for k in sys.modules if k.split(".")[0] in ("models", "util")]:
+            del sys.modules[k]
+        sys.modules.update(ours)
+        sys.path.remove(spec["root"])
+    ngf, size, nc = 64, 256, 19
+    opt = argparse.Namespace(ngf=ngf, num_upsampling_layers="normal", crop_size=size, aspect_ratio=1.0,
+                             use_vae=False, semantic_nc=nc, norm_G="spectralspadebatch3x3", z_dim=256)
+    torch.manual_seed(0)
+    nets = {"official NVlabs/SPADE": official_generator(opt).train(),
+            "this project": models.SPADEGenerator(nc, ngf=ngf, crop_size=size, param_free="batch").train()}
+    counts = {models.count_parameters(net) for net in nets.values()}
+    assert len(counts) == 1, counts
+    segmap = blob_segmap(1, nc, size)
+
+    def step(net):
+        def run():
+            usage, t0 = resource.getrusage(resource.RUSAGE_SELF), CLOCKS[spec["timer"]]()
+            for p in net.parameters():
+                p.grad = None
+            net(segmap).square().mean().backward()
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            return {"step": CLOCKS[spec["timer"]]() - t0, "faults": after.ru_minflt - usage.ru_minflt,
+                    "sys": after.ru_stime - usage.ru_stime}
+        return run
+
+    times = interleaved({k: step(net) for k, net in nets.items()}, spec["warmup"], spec["repeats"])
+    return {k: medians(v) for k, v in times.items()} | {"params": counts.pop()}
+
+
+def bench_official(cfg: BenchConfig) -> dict:
+    """The official SPADE generator against this project's (official_vs_project), a process per allocator."""
+    if not cfg.official_spade:
+        print("official: skipped (--official-spade PATH: a checkout of NVlabs/SPADE)")
+        return {}
+    rows, results = [], {}
+    for allocator in allocators(cfg):
+        spec = dict(root=str(Path(cfg.official_spade).resolve()), allocator=allocator, threads=cfg.threads,
+                    timer=cfg.timer, warmup=cfg.paper_warmup, repeats=max(cfg.paper_repeats, 3))
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            results[allocator] = r = pool.apply(official_vs_project, (spec,))
+        ratio = r["official NVlabs/SPADE"]["step"] / r["this project"]["step"]
+        rows += [[name, allocator, f"{m['step'] * 1e3:.0f}", f"{m['sys'] * 1e3:.0f}",
+                  f"{m['faults'] / 1e3:.1f}", f"{ratio:.2f}x" if name == "this project" else ""]
+                 for name, m in r.items() if name != "params"]
+    print_table(f"official SPADE generator vs this project's: paper width (ngf 64, 256², batch 1, 19 "
+                f"classes, batch norm, {next(iter(results.values()))['params'] / 1e6:.2f}M parameters each), "
+                "forward + backward", ["generator", "allocator", "step ms", "sys ms/step",
+                                       "page faults/step (k)", "speed vs official"], rows,
+                [f"python bench.py --section official --official-spade PATH; {cfg.device}, "
+                 f"{cfg.threads or torch.get_num_threads()} threads, {cfg.timer} time, median of "
+                 f"{max(cfg.paper_repeats, 3)} interleaved steps after {cfg.paper_warmup} untimed; speed vs "
+                 f"official = official step / this step (above 1: faster); {load_line()}."])
+    return results
+
+
 QUICK_FLAGS = ["--preset", "quick"]
 PAPER_FLAGS = ["--preset", "landscapes", "--batch-size", "1", "--param-free", "batch"]  # one process: no sync
 SECTIONS = {"layers": bench_layers,
             "steps": lambda cfg: bench_models(cfg, "steps", QUICK_FLAGS, cfg.warmup, cfg.step_repeats),
             "paper": lambda cfg: bench_models(cfg, "paper", PAPER_FLAGS, cfg.paper_warmup, cfg.paper_repeats),
-            "sean_vs_spade": bench_sean_vs_spade}
+            "sean_vs_spade": bench_sean_vs_spade, "official": bench_official}
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--section", choices=["all", *SECTIONS], default="all")
-    models.add_dataclass_args(p, BenchConfig, choices=dict(timer=tuple(CLOCKS), bf16=("auto", "on", "off")))
+    models.add_dataclass_args(p, BenchConfig, choices=dict(timer=tuple(CLOCKS), bf16=("auto", "on", "off"),
+                                                           allocator=("tuned", "default", "both")))
     args = vars(p.parse_args(argv))
     section = args.pop("section")
     cfg = BenchConfig(**args)
+    if cfg.allocator != "default":  # this process: the layers and sean_vs_spade sections
+        models.tune_allocator()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()

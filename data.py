@@ -609,22 +609,35 @@ def _colour_codes(rgb: np.ndarray) -> np.ndarray:
 def load_palette(spec) -> dict[int, int]:
     """A palette as {0xRRGGBB: id} from a built-in name (BUILTIN_PALETTES), colours indexed by id, or a JSON
     file holding [[r, g, b], ...] or {"#rrggbb": id}. A colour shared by two ids maps to the first."""
+    source = ""
     if isinstance(spec, str) and spec in BUILTIN_PALETTES:
         spec = BUILTIN_PALETTES[spec]()
     elif isinstance(spec, (str, Path)):
+        source = str(spec)
         try:
             spec = json.loads(Path(spec).read_text())
         except (OSError, ValueError) as e:
             raise DataError(f"palette {spec}: not a built-in name ({', '.join(BUILTIN_PALETTES)}) nor a "
                             f"readable JSON file ({e})") from e
+    where = f"palette {source}" if source else "palette"
     if isinstance(spec, dict):
-        try:
-            return {int(str(c).lstrip("#"), 16): int(i) for c, i in spec.items()}
-        except ValueError as e:
-            raise DataError(f"palette: expected {{\"#rrggbb\": id, ...}} ({e})") from e
-    colours = np.asarray(spec, dtype=np.int64)
-    if colours.ndim != 2 or colours.shape[1] != 3 or (colours < 0).any() or (colours > 255).any():
-        raise DataError("palette: expected a list of [r, g, b] (0..255) per id, or {\"#rrggbb\": id}")
+        lookup = {}
+        for c, i in spec.items():
+            code = str(c).lstrip("#")
+            if not (re.fullmatch(r"[0-9a-fA-F]{6}", code) and isinstance(i, int) and not isinstance(i, bool)
+                    and i >= 0):
+                raise DataError(f"{where}: entry {c!r}: {i!r} is not \"#rrggbb\": class id (an integer >= 0)")
+            lookup[int(code, 16)] = i
+        return lookup
+    if not isinstance(spec, (list, tuple, np.ndarray)):
+        raise DataError(f"{where}: expected a list of [r, g, b] per id, or {{\"#rrggbb\": id}}, got "
+                        f"{type(spec).__name__}")
+    for i, c in enumerate(spec):
+        if not (isinstance(c, (list, tuple, np.ndarray)) and len(c) == 3
+                and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255
+                        for v in c)):
+            raise DataError(f"{where}: entry {i} is {c!r}, not [r, g, b] with integers 0..255")
+    colours = np.asarray(spec, dtype=np.int64).reshape(-1, 3)
     lookup: dict[int, int] = {}
     for i, c in enumerate(_colour_codes(colours).tolist()):
         lookup.setdefault(c, i)
@@ -714,6 +727,27 @@ class PairedFolderDataset(Dataset):
         check_raw_ids(raw, invalid_ids(raw, info.label_nc, dontcare), path,
                       f"0..{info.label_nc - 1}" + (", 255 = don't-care" if dontcare else ""))
         return raw.copy() if dontcare is None else np.where(raw == 255, info.dontcare_label, raw)
+
+    def check_files(self) -> None:
+        """Cheap checks of every file before a long run: each opens as an image (its header only), the maps
+        have the size of their photo, and colour label maps come with a palette. Then the first sample is
+        read in full (ids, palette colours). DataError naming the first bad file."""
+        for label_path, image_path, *rest in self.pairs:
+            sizes = {}
+            for path in (label_path, image_path, *rest):
+                try:
+                    with Image.open(path) as im:
+                        sizes[path], mode = im.size, im.mode
+                except (OSError, SyntaxError, ValueError) as e:
+                    raise DataError(f"{path}: cannot read image file ({e})") from None
+                if path == label_path and mode in ("RGB", "RGBA") and self.palette is None:
+                    read_label_file(path)  # raises its "colour image, pass a palette" error
+            if len(set(sizes.values())) > 1:
+                (a, sa), (b, sb) = list(sizes.items())[0], next((p, s) for p, s in sizes.items()
+                                                                if s != sizes[label_path])
+                raise DataError(f"{b}: is {sb[1]}x{sb[0]} (HxW) but its label map {a} is {sa[1]}x{sa[0]}")
+        if self.pairs:
+            self[0]
 
     def verify(self, max_errors: int = 10) -> None:
         """Read every sample (e.g. before a long run); one DataError lists the first `max_errors` problems."""
@@ -846,6 +880,20 @@ class FacadesDataset(PairedFolderDataset):
         super().__init__(_pair(named), self.INFO, split, **kw)
 
 
+def read_info_json(path: Path) -> dict:
+    """A custom dataset's info.json as a dict ({} if there is none); DataError naming the file otherwise."""
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: expected a JSON object like {{\"label_nc\": 10}}, got a "
+                        f"{type(meta).__name__}")
+    return meta
+
+
 class CustomFolderDataset(PairedFolderDataset):
     """Any folder root/images, root/labels, optional root/instances, paired by file name; label_nc etc. from
     the arguments or root/info.json (see `export_folder`), which may name a palette for colour labels."""
@@ -853,26 +901,32 @@ class CustomFolderDataset(PairedFolderDataset):
     def __init__(self, root, split="train", label_nc: int | None = None, contain_dontcare: bool | None = None,
                  class_names=None, use_instance=True, **kw):
         root = Path(root)
-        meta = {}
-        if (root / "info.json").is_file():
-            try:
-                meta = json.loads((root / "info.json").read_text())
-            except json.JSONDecodeError as e:
-                raise DataError(f"{root / 'info.json'}: not valid JSON ({e})") from e
+        meta, where = read_info_json(root / "info.json"), root / "info.json"
         label_nc = label_nc if label_nc is not None else meta.get("label_nc")
         if label_nc is None:
-            raise DataError(f"custom dataset {root}: pass label_nc=... or provide {root / 'info.json'}")
+            raise DataError(f"custom dataset {root}: write the number of classes as \"label_nc\" in {where} "
+                            "(see data.py export_folder)")
+        if not (isinstance(label_nc, int) and not isinstance(label_nc, bool) and 1 <= label_nc <= 65536):
+            raise DataError(f"{where}: \"label_nc\" must be a whole number of classes (1 or more), got "
+                            f"{label_nc!r}")
         dc = contain_dontcare if contain_dontcare is not None else meta.get("contain_dontcare", False)
         if kw.get("palette") is None and meta.get("palette"):  # a name, or a file beside info.json
             pal = meta["palette"]
+            if not isinstance(pal, str):
+                raise DataError(f"{where}: \"palette\" must be a built-in name "
+                                f"({', '.join(BUILTIN_PALETTES)}) or a JSON file name beside it, got {pal!r}")
             kw["palette"] = pal if pal in BUILTIN_PALETTES else root / pal
         has_inst = (root / "instances").is_dir()
-        crop = int(meta.get("crop_size", 256))  # an export remembers its size; official custom default: 256
-        info = DatasetInfo(name="custom", label_nc=int(label_nc), contain_dontcare=bool(dc),
-                           dontcare_label=int(label_nc) if dc else None, has_instance=has_inst,
-                           class_names=tuple(class_names or meta.get("class_names", ())),
-                           crop_size=crop, load_size=round(crop * 286 / 256),
-                           aspect_ratio=float(meta.get("aspect_ratio", 1.0)))
+        try:  # an export remembers its size; the official custom default is 256
+            crop, aspect = int(meta.get("crop_size", 256)), float(meta.get("aspect_ratio", 1.0))
+            names = tuple(str(n) for n in (class_names or meta.get("class_names", ())))
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{where}: crop_size, aspect_ratio or class_names has the wrong type "
+                            f"({e})") from None
+        info = DatasetInfo(name="custom", label_nc=label_nc, contain_dontcare=bool(dc),
+                           dontcare_label=label_nc if dc else None, has_instance=has_inst,
+                           class_names=names, crop_size=crop, load_size=round(crop * 286 / 256),
+                           aspect_ratio=aspect)
         instances = {"instance": "instances"} if has_inst and use_instance else {}
         named = _folders(root, "custom", label="labels", image="images", **instances)
         super().__init__(_pair(named), info, split, use_instance=use_instance, **kw)

@@ -26,6 +26,7 @@ image on [0, 1] pixels, then averaged. A few hundred images bias the FID upwards
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -33,6 +34,7 @@ import os
 import statistics
 import sys
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -62,6 +64,7 @@ DEFAULT_CACHE = Path(__file__).resolve().parent / "data_cache" / "segmenters"
 # machine, because the metric's feature extractor is one file, not a per-machine training run.
 SHIPPED = Path(__file__).resolve().parent / "weights"
 LPIPS_BACKBONE = "alexnet-owt-7be5be79.pth"  # torchvision's ImageNet AlexNet (LPIPS heads: torchmetrics)
+MAX_LABEL_PIXELS = 4096 * 4096  # label maps read by synthesize / paint (a 12000^2 map would need GBs)
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, five scales
 
 
@@ -388,20 +391,54 @@ def get_segmenter(dataset: str, size: tuple[int, int], info, train_set_fn, cfg: 
     return net
 
 
+def is_program_archive(path: str | os.PathLike) -> bool:
+    """A TorchScript or torch.export archive (zip members code/..., constants.pkl or archive_format): code,
+    not only weights. torch.load would hand a TorchScript zip to torch.jit.load even with weights_only."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        inner = [name.split("/", 1)[-1] for name in z.namelist()]
+    return any(n.startswith("code/") or n in ("constants.pkl", "archive_format") for n in inner)
+
+
+def load_unet_weights(path: str | os.PathLike) -> SegUNet | None:
+    """A U-Net weights file (what get_segmenter caches and weights/ holds) loaded with weights_only=True, or
+    None if the file is something else (nothing in it is run either way)."""
+    if is_program_archive(path):
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not a weights file: TorchScript, a pickle of objects, text...
+        return None
+    if not (isinstance(blob, dict) and {"state_dict", "label_nc", "config"} <= set(blob)):
+        return None
+    try:
+        net = SegUNet(int(blob["label_nc"]), int(blob["config"]["width"]))
+        net.load_state_dict(blob["state_dict"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        reason = (str(err).splitlines() or [""])[0]
+        raise ValueError(f"{path}: a segmenter weights file that does not fit the U-Net ({reason})") from None
+    return net.eval()
+
+
 class TorchScriptSegmenter(nn.Module):
     """A user's TorchScript (or torch.export .pt2) segmenter: images in [-1, 1] -> logits (B, >= label_nc,
-    h, w), cut to label_nc and resized to the image here."""
+    h, w), cut to label_nc and resized to the image here. Loading such a file runs code stored in it (a .pt2
+    is partly unpickled), so it is only done when the user says they trust the file (--trust-segmenter)."""
 
     def __init__(self, path: str | os.PathLike, label_nc: int):
         super().__init__()
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"--segmenter {path} does not exist")
         with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the common export
             warnings.simplefilter("ignore", FutureWarning)
-            if str(path).endswith(".pt2"):
-                self.net = torch.export.load(str(path)).module()
-            else:
-                self.net = torch.jit.load(str(path), map_location="cpu").eval()
+            try:
+                if str(path).endswith(".pt2"):
+                    self.net = torch.export.load(str(path)).module()
+                else:
+                    self.net = torch.jit.load(str(path), map_location="cpu").eval()
+            except Exception as err:  # noqa: BLE001 - any failure of a foreign file: one line
+                reason = (str(err).splitlines() or [""])[0][:200]
+                raise ValueError(f"--segmenter {path}: not a loadable TorchScript / torch.export file "
+                                 f"({type(err).__name__}: {reason})") from None
         self.label_nc = label_nc
         self.has_features = hasattr(self.net, "features")
 
@@ -422,12 +459,31 @@ class TorchScriptSegmenter(nn.Module):
         return self.forward(x).softmax(1).mean(dim=(2, 3))
 
 
-def evaluation_segmenter(torchscript: str | None, dataset: str, dataroot, size: tuple[int, int], info,
+def user_segmenter(path: str, label_nc: int, trust: bool = False) -> tuple[nn.Module, str]:
+    """--segmenter FILE: U-Net weights (loaded safely) or, trusted, a TorchScript / torch.export program."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--segmenter {path} does not exist")
+    net = load_unet_weights(path)
+    if net is not None:
+        if net.head.out_channels != label_nc:
+            raise ValueError(f"--segmenter {path}: a U-Net of {net.head.out_channels} classes, the dataset "
+                             f"has {label_nc}")
+        return net, f"U-Net weights {path}"
+    if not trust:
+        raise ValueError(f"--segmenter {path} is not a U-Net weights file (as `evaluate.py segmenter` "
+                         "writes to data_cache/segmenters/). If it is a TorchScript or torch.export program, "
+                         "loading it runs the code stored in it: pass --trust-segmenter if you trust it")
+    return TorchScriptSegmenter(path, label_nc), f"TorchScript {path}"
+
+
+def evaluation_segmenter(user_file: str | None, dataset: str, dataroot, size: tuple[int, int], info,
                          seed: int, cfg: SegmenterConfig, cache_dir, device: str, log=print,
-                         retrain: bool = False):
-    """(segmenter, description): the TorchScript file if given, else the cached U-Net of the dataset."""
-    if torchscript:
-        return TorchScriptSegmenter(torchscript, info.label_nc).to(device), f"TorchScript {torchscript}"
+                         retrain: bool = False, trust: bool = False):
+    """(segmenter, description): the user's file if given (see user_segmenter), else the committed or
+    cached U-Net of the dataset (trained on first use)."""
+    if user_file:
+        net, desc = user_segmenter(user_file, info.label_nc, trust)
+        return net.to(device), desc
     net = get_segmenter(dataset, size, info, lambda: build_split(dataset, dataroot, "train", size, seed=seed),
                         cfg, cache_dir, device, log, retrain)
     return net, f"U-Net (width {cfg.width}, {cfg.steps} steps) trained on the real training images"
@@ -689,7 +745,10 @@ class MetricsArgs:
     n_transfer: int = 64
     """image pairs (A, B) for per-region style transfer (synthetic dataset, SEAN)"""
     segmenter: str = ""
-    """TorchScript segmenter (images in [-1, 1] -> logits) instead of the cached U-Net"""
+    """segmenter instead of the committed / cached U-Net: a U-Net weights file (safe), or a TorchScript /
+    torch.export program (images in [-1, 1] -> logits), whose code runs when loaded (--trust-segmenter)"""
+    trust_segmenter: bool = False
+    """allow --segmenter to be a TorchScript / torch.export program file (its code runs when loaded)"""
     seg_steps: int = SegmenterConfig.steps
     """training steps of the cached U-Net segmenter"""
     cache_dir: str = str(DEFAULT_CACHE)
@@ -906,7 +965,7 @@ def markdown_table(real: dict, rows: list[dict], fd_name: str, notes: list[str])
 
 # Run settings that do not change what is trained (besides the seed, which is what varies across a group).
 NOT_TRAINING = ("seed", "name", "out_dir", "resume", "threads", "progress", "device", "num_workers",
-                "log_every", "sample_every", "save_every", "keep_checkpoints")
+                "log_every", "sample_every", "save_every", "keep_checkpoints", "overwrite")
 
 
 def over_seeds(loaded: list[LoadedModel], rows: list[dict]) -> list[dict]:
@@ -917,12 +976,17 @@ def over_seeds(loaded: list[LoadedModel], rows: list[dict]) -> list[dict]:
         setting = {k: v for k, v in lm.config.items() if k not in NOT_TRAINING}
         groups.setdefault(json.dumps(setting, sort_keys=True, default=str) + Path(lm.path).name, []).append(
             (lm, row))
+    # a group's label names the settings in which the groups differ (beyond the model), e.g. --bf16 on / off
+    settings = [{k: v for k, v in m[0][0].config.items() if k not in NOT_TRAINING} for m in groups.values()]
+    differ = sorted(k for k in set().union(*settings) if k not in ("model", "vae")
+                    and len({json.dumps(s.get(k), default=str) for s in settings}) > 1)
     out = []
-    for members in groups.values():
+    for members, setting in zip(groups.values(), settings, strict=True):
         lm = members[0][0]
         seeds = ", ".join(str(m.seed) for m, _ in members)
-        agg = {"name": f"{lm.model}{'+VAE' if lm.use_vae else ''} ({Path(lm.path).name}, seeds {seeds})",
-               "n_seeds": len(members)}
+        flags = "".join(f"--{k.replace('_', '-')} {setting.get(k)}, " for k in differ)
+        name = f"{lm.model}{'+VAE' if lm.use_vae else ''} ({Path(lm.path).name}, {flags}seeds {seeds})"
+        agg = {"name": name, "n_seeds": len(members)}
         for key in members[0][1]:
             values = [r.get(key) for _, r in members]
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -995,7 +1059,8 @@ def run_metrics(args: MetricsArgs, log=print) -> dict:
         raise ValueError(f"the {first.dataset} validation split has {len(val_set)} images; 2 are needed")
     segmenter, seg_desc = evaluation_segmenter(args.segmenter, first.dataset, dataroot, first.size,
                                                first.info, first.seed, SegmenterConfig(steps=args.seg_steps),
-                                               args.cache_dir, args.device, log)
+                                               args.cache_dir, args.device, log,
+                                               trust=args.trust_segmenter)
     features = FeatureExtractor(segmenter, args.inception_weights, args.download, args.device, log)
     log(f"[evaluate] real validation images: {n}")
     real = evaluate_real(val_set, first.info, n, segmenter, features, args)
@@ -1032,7 +1097,8 @@ class TrainingEvaluator:
     validation subset, with the segmenter and features of ``metrics`` (Inception's only when the file is
     already present). The real side is computed once; each call is one synthesis pass."""
 
-    def __init__(self, config: dict, n: int, segmenter: str | None = None, device: str = "cpu", log=print):
+    def __init__(self, config: dict, n: int, segmenter: str | None = None, device: str = "cpu", log=print,
+                 trust: bool = False):
         self.config, self.size = dict(config), _config_size(config)
         dataset, dataroot, seed = config["dataset"], config.get("dataroot") or None, config["seed"]
         self.val_set = build_split(dataset, dataroot, "val", self.size, length=n, seed=seed)
@@ -1040,7 +1106,8 @@ class TrainingEvaluator:
         self.info = self.val_set.info
         self.metrics = MetricsArgs(ckpt=[], device=device, seed=seed)
         self.segmenter, _ = evaluation_segmenter(segmenter, dataset, dataroot, self.size, self.info, seed,
-                                                 SegmenterConfig(), DEFAULT_CACHE, device, log)
+                                                 SegmenterConfig(), DEFAULT_CACHE, device, log,
+                                                 trust=trust)
         self.features = FeatureExtractor(self.segmenter, None, False, device, log)
         self.real = evaluate_real(self.val_set, self.info, self.n, self.segmenter, self.features,
                                   self.metrics)
@@ -1076,8 +1143,11 @@ def read_label_map(path: str | os.PathLike, info, size: tuple[int, int], palette
     checkpoints take them. Another size is an error unless ``resize`` (nearest). Errors: ValueError."""
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as im:  # the header only: the size is checked before any pixel is decoded
             drawn_here = im.mode in ("RGB", "RGBA") and not palette
+            if im.width * im.height > MAX_LABEL_PIXELS:
+                raise ValueError(f"{path}: label map of {im.width}x{im.height} pixels; at most "
+                                 f"{MAX_LABEL_PIXELS:,} pixels (4096x4096) are read: scale it down first")
         if drawn_here:  # drawn with this project's colours (data.colorize): training ids
             colours = data.load_palette(data.dataset_palette(info.name, info.label_nc))
             label = data.read_label_file(str(path), colours)
@@ -1207,7 +1277,11 @@ def _official_generator(args: SynthesizeArgs) -> LoadedModel:
         name, _, value = item.partition("=")
         if name not in types or not value:
             raise ValueError(f"--official-option {item!r}: write name=value, name one of {sorted(types)}")
-        kw[name] = value.lower() in ("1", "true", "yes") if types[name] is bool else types[name](value)
+        try:
+            kw[name] = value.lower() in ("1", "true", "yes") if types[name] is bool else types[name](value)
+        except ValueError:
+            raise ValueError(f"--official-option {item!r}: {name} takes {types[name].__name__} values, got "
+                             f"{value!r}") from None
     if not Path(args.ckpt).is_file():
         raise FileNotFoundError(f"official checkpoint {args.ckpt} does not exist")
     om = load_official(args.ckpt, args.official, args.official_encoder or None, **kw)
@@ -1219,6 +1293,8 @@ def _official_generator(args: SynthesizeArgs) -> LoadedModel:
 
 def _synthesis_model(args: SynthesizeArgs) -> LoadedModel:
     """The generator of ``synthesize``, refused early when it cannot do what the arguments ask."""
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; synthesize writes one PNG per label map into a folder")
     lm = _official_generator(args) if args.official else load_generator(args.ckpt, args.device)
     if args.n_samples < 1:
         raise ValueError("--n-samples must be >= 1")
@@ -1297,21 +1373,35 @@ def synthesize(args: SynthesizeArgs, log=print) -> list[Path]:
 # --- 7. README figures: a side-by-side comparison and a SEAN per-region transfer grid -----------------------
 
 
-def _save_grid(rows: list[list[torch.Tensor]], titles: list[str], out: str | os.PathLike) -> Path:
-    """A grid of (3, H, W) images (float in [0, 1] or uint8), titled along the top row, saved as a PNG."""
-    fig = Figure(figsize=(1.3 * len(titles), 1.3 * len(rows) + 0.3))
+def _save_grid(rows: list[list], titles: list[str], out: str | os.PathLike, cell_titles: dict | None = None,
+               row_labels: list[str] | None = None) -> Path:
+    """A grid of panels saved as a PNG at 120 dpi, 64-pixel images shown at 156 pixels. A panel is a (3, H, W)
+    image (float in [0, 1] or uint8), an (H, W) map (drawn with the magma colour map from 0 to 0.5: a
+    difference |x - y| in [0, 1] RGB units) or None (left blank). Titles along the top row, cell_titles
+    {(row, column): title} under others, row_labels on the left."""
+    fig = Figure(figsize=(1.3 * len(titles) + (0.3 if row_labels else 0), 1.45 * len(rows) + 0.3))
     axes = fig.subplots(len(rows), len(titles), squeeze=False)
     for r, row in enumerate(rows):
-        for c, img in enumerate(row):
-            img = img.float() / 255 if img.dtype == torch.uint8 else img
-            axes[r, c].imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
+        for c in range(len(titles)):
+            img, ax = row[c] if c < len(row) else None, axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if img is None:
+                ax.axis("off")
+            elif img.dim() == 2:
+                ax.imshow(img.numpy(), cmap="magma", vmin=0, vmax=0.5, interpolation="nearest")
+            else:
+                img = img.float() / 255 if img.dtype == torch.uint8 else img
+                ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+        if row_labels:
+            axes[r, 0].set_ylabel(row_labels[r], fontsize=9)
     for c, title in enumerate(titles):
-        axes[0, c].set_title(title, fontsize=8)
-    fig.tight_layout(pad=0.2)
+        axes[0, c].set_title(title, fontsize=9)
+    for (r, c), title in (cell_titles or {}).items():
+        axes[r, c].set_title(title, fontsize=9)
+    fig.tight_layout(pad=0.3)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
+    fig.savefig(out, dpi=120)
     return Path(out)
 
 
@@ -1339,29 +1429,61 @@ def comparison_figure(ckpts: list[str], out: str | os.PathLike, n: int = 6, titl
     return _save_grid([list(row) for row in zip(*columns, strict=True)], ["label"] + titles + ["real"], out)
 
 
+def contrasting_pairs(val_set, class_ids: list[int], n: int, min_gap: float = 0.3) -> list[tuple[int, int]]:
+    """n pairs (A, B) of validation images, each image used once, where every class of class_ids is present in
+    both and its region's mean colour differs between A and B by at least min_gap ([0, 1] RGB, the colour gap
+    of region_transfer): a transfer then has a visible difference to show."""
+    K = val_set.info.label_nc
+    present = [i for i in range(len(val_set)) if all((val_set[i]["label"] == k).any() for k in class_ids)]
+    colours = {i: data.region_mean_colours(quantize_png(val_set[i]["image"])[None].double(),
+                                           val_set[i]["label"][None], K)[0][0] for i in present}
+    pairs, used = [], set()
+    for a in present:
+        for b in present:
+            if a in used or b in used or a == b:
+                continue
+            if all((colours[a][k] - colours[b][k]).norm() >= min_gap for k in class_ids):
+                pairs.append((a, b))
+                used |= {a, b}
+                break
+        if len(pairs) == n:
+            return pairs
+    raise ValueError(f"fewer than {n} validation pairs show all of the classes with colours {min_gap} apart")
+
+
 @torch.no_grad()
-def transfer_figure(ckpt: str, out: str | os.PathLike, n: int = 4, classes: tuple[str, ...] = ("sky", "water",
-                    "grass", "mountain"), device: str = "cpu") -> Path:
-    """SEAN per-region style transfer: rows are pairs (A, B) of validation images; columns show A, B, A from
-    its own style codes, then A with one class's style code taken from B."""
+def transfer_figure(ckpt: str, out: str | os.PathLike, n: int = 3, classes: tuple[str, ...] = ("sky", "water",
+                    "grass", "mountain"), device: str = "cpu", min_gap: float = 0.3) -> Path:
+    """SEAN per-region style transfer: per pair (A, B) of validation images (contrasting_pairs: each shown
+    region's colour differs by >= min_gap), a row of A, B, A from its own style codes, and A with one class's
+    code taken from B; under it A's label map and |A with B's class - A own style| (mean over RGB), titled
+    with the share of that difference inside the class's region: only that region changes."""
     lm = load_generator(ckpt, device)
     if lm.model != "sean":
         raise ValueError(f"{ckpt} is a {lm.model} checkpoint; per-region transfer needs SEAN")
     val = build_split(lm.dataset, lm.dataroot, "val", lm.size, length=400, seed=lm.seed)
     ids = [_class_id(c, lm.info) for c in classes]
-    # pairs where every shown class is present in both images, so each column shows a real transfer
-    present = [i for i in range(len(val)) if all((val[i]["label"] == k).any() for k in ids)]
-    if len(present) < 2 * n:
-        raise ValueError(f"fewer than {2 * n} validation images contain all of {classes}")
-    rows = []
-    for r in range(n):
-        a, b = val[present[2 * r]], val[present[2 * r + 1]]
+    palette = data.dataset_palette(lm.info.name, lm.info.label_nc)
+    rows, cell_titles, labels = [], {}, []
+    for a_i, b_i in contrasting_pairs(val, ids, n, min_gap):
+        a, b = val[a_i], val[b_i]
         codes_a, codes_b = (lm.style_codes(x["image"][None], x["label"][None]) for x in (a, b))
-        codes = torch.cat([codes_a] + [with_region_style(codes_a, codes_b, k) for k in ids])
-        seg_a = lm.segmap(a["label"][None]).to(device).repeat(len(ids) + 1, 1, 1, 1)
-        outs = quantize_png(lm.generate(seg_a, style_codes=codes).cpu())
+        seg_a = lm.segmap(a["label"][None]).to(device)
+        outs = []
+        for codes in [codes_a] + [with_region_style(codes_a, codes_b, k) for k in ids]:
+            with torch.random.fork_rng():  # the same noise draw for every image: |Δ| is the style's doing
+                torch.manual_seed(0)
+                outs.append(quantize_png(lm.generate(seg_a, style_codes=codes).cpu())[0])
+        diffs = [(o - outs[0]).abs().mean(0) for o in outs[1:]]
+        r = len(rows) + 1
+        for c, (k, d) in enumerate(zip(ids, diffs, strict=True)):
+            inside = 100 * d[a["label"] == k].sum() / d.sum().clamp_min(1e-12)
+            cell_titles[(r, 3 + c)] = f"|Δ|: {inside:.0f}% in {lm.info.class_names[k]}"
         rows.append([quantize_png(a["image"]), quantize_png(b["image"])] + list(outs))
-    return _save_grid(rows, ["A", "B", "A, own style"] + [f"A, {c} of B" for c in classes], out)
+        rows.append([data.colorize(a["label"], palette), data.colorize(b["label"], palette), None] + diffs)
+        labels += [f"pair {a_i}/{b_i}", "labels, |Δ|"]
+    return _save_grid(rows, ["A", "B", "A, own style"] + [f"A, {c} of B" for c in classes], out, cell_titles,
+                      labels)
 
 
 @torch.no_grad()
@@ -1439,6 +1561,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_figure_inputs(ns: argparse.Namespace) -> None:
+    """`figures`: everything that can be wrong is found before the first PNG is written."""
+    if ns.titles is not None and len(ns.titles) != len(ns.ckpt):
+        raise ValueError(f"--titles gives {len(ns.titles)} titles for {len(ns.ckpt)} checkpoints (one each)")
+    if ns.n < 1:
+        raise ValueError(f"--n {ns.n}: the comparison needs at least one row")
+    for flag, path, fits, what in (("--sean", ns.sean, lambda lm: lm.model == "sean", "SEAN"),
+                                   ("--vae", ns.vae, lambda lm: lm.use_vae, "SPADE+VAE")):
+        if path and not fits(lm := load_generator(path)):
+            raise ValueError(f"{flag} {path} is a {lm.model}{' +VAE' if lm.use_vae else ''} checkpoint; "
+                             f"{flag} needs {what}")
+    if Path(ns.out).exists() and not Path(ns.out).is_dir():
+        raise ValueError(f"--out {ns.out} is a file; figures are written into a folder")
+
+
+def check_export_target(source: str, out: str) -> None:
+    """export --out: a new file or an earlier export, never the input, a training checkpoint (its optimizer
+    and discriminator would be lost) or a folder; its folder must exist."""
+    target = Path(out)
+    if target.is_dir():
+        raise ValueError(f"--out {out} is a folder; name the file to write, e.g. {target / 'model.pt'}")
+    if not target.parent.is_dir():
+        raise ValueError(f"--out {out}: the folder {target.parent} does not exist")
+    if target.exists():
+        if target.resolve() == Path(source).resolve():
+            raise ValueError(f"--out {out} is the checkpoint being exported; write the export elsewhere")
+        with contextlib.suppress(ValueError):
+            if "D" in models.read_checkpoint(target):
+                raise FileExistsError(f"--out {out} is a training checkpoint (with its discriminator and "
+                                      "optimizers); the export will not replace it: pick another file")
+
+
 def _from_namespace(cls, ns: argparse.Namespace):
     return cls(**{f.name: getattr(ns, f.name) for f in fields(cls)})
 
@@ -1451,6 +1605,7 @@ def main(argv=None) -> int:
         elif ns.command == "synthesize":
             synthesize(_from_namespace(SynthesizeArgs, ns))
         elif ns.command == "figures":
+            check_figure_inputs(ns)
             print(comparison_figure(ns.ckpt, Path(ns.out) / "comparison.png", ns.n, ns.titles))
             if ns.sean:
                 print(transfer_figure(ns.sean, Path(ns.out) / "sean_region_transfer.png"))
@@ -1458,17 +1613,19 @@ def main(argv=None) -> int:
                 print(samples_figure(ns.vae, Path(ns.out) / "vae_samples.png"))
         elif ns.command == "export":
             path = models.find_checkpoint(ns.ckpt)
+            check_export_target(path, ns.out)
             weights = models.export_generator(models.read_checkpoint(path))
             models.atomic_save(weights, ns.out)
             print(f"{path} -> {ns.out}: generator{'' if weights['E'] is None else ' + encoder'} weights, "
                   f"float16, {os.path.getsize(ns.out) / 1e6:.1f} MB")
         else:
             segmenter_command(ns)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
 
 
 if __name__ == "__main__":
+    models.tune_allocator()
     sys.exit(main())

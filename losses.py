@@ -173,10 +173,11 @@ class VGGLoss(nn.Module):
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         feats_fake, feats_real = self.vgg(fake), self.vgg(real)
-        loss = fake.new_zeros(())
+        loss = fake.new_zeros((), dtype=torch.float32)
         for w, f_fake, f_real in zip(self.weights, feats_fake, feats_real, strict=True):
+            # the network may run under bf16 autocast; the loss arithmetic is float32
             # L_{Percep} = \lambda \sum_{i=1}^{N} \frac{1}{M_i} \left\| F^{(i)}(x) - F^{(i)}(G(s)) \right\|_1
-            loss = loss + w * F.l1_loss(f_fake, f_real.detach())
+            loss = loss + w * F.l1_loss(f_fake.float(), f_real.detach().float())
         return loss
 
 

@@ -9,6 +9,7 @@ encoder's convs and the discriminator's middle convs, not the first and last lay
 
 import argparse
 import ast
+import ctypes
 import dataclasses
 import inspect
 import os
@@ -16,6 +17,7 @@ import re
 import socket
 import textwrap
 import urllib.parse
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
@@ -38,6 +40,28 @@ __all__ = ["SPADEResBlock", "SPADEGenerator", "ConvEncoder", "StyleEncoder", "SE
 
 # ----------------------------------------------------------------------------------------------------------
 # Helpers
+
+
+def tune_allocator() -> str:
+    """Keep glibc's malloc from handing big freed blocks back to the kernel. Every training step frees and
+    allocates again tensors of tens of MB (spectral norm's normalized weights, activations); by default glibc
+    unmaps each (mmap above 32 MB, heap trimming) and the next step faults the pages back in: 1.2x the step
+    time of SPADE at paper width on a CPU (see README, Performance). Same as running with
+    GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647. Called by the command
+    lines (train.py, evaluate.py, paint.py, bench.py), never on import: a notebook or script that imports the
+    modules calls it itself or sets that variable. Freed memory stays with the process (its RSS stays at its
+    peak). Left alone where the user chose: GLIBC_TUNABLES naming malloc, or another allocator in LD_PRELOAD
+    (jemalloc, tcmalloc). Returns what was done, for the start-of-run line."""
+    if "malloc" in os.environ.get("GLIBC_TUNABLES", "") or os.environ.get("LD_PRELOAD"):
+        return "allocator as set by GLIBC_TUNABLES / LD_PRELOAD"
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not Linux with glibc (macOS, musl): nothing to tune
+        return "allocator default (not glibc)"
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # from glibc's malloc.h
+    if mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, 2**31 - 1):
+        return "glibc malloc keeps freed memory (no mmap, no trim)"
+    return "allocator default (mallopt refused)"
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -651,8 +675,12 @@ CKPT_FORMAT = 1
 def atomic_save(obj, path: str | os.PathLike) -> None:
     """torch.save to a temp file in the same folder, then rename: a crash never leaves half a file."""
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:  # a failed write (full disk, a folder in the way) leaves no temp file behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[str]:
@@ -674,6 +702,11 @@ def find_checkpoint(path: str | os.PathLike) -> str:
 
 def read_checkpoint(path: str | os.PathLike, device="cpu", mmap: bool = False) -> dict:
     """torch.load(weights_only=True) of a train.py checkpoint; ValueError saying why it cannot be used."""
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):  # torch's own error blames a save option
+        size = os.path.getsize(path)
+        raise ValueError(f"cannot read checkpoint {str(path)!r}: "
+                         + ("the file is empty" if size == 0 else f"not a torch checkpoint ({size} bytes, "
+                            "not a zip archive: cut short, or another kind of file)"))
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except Exception as e:

@@ -38,7 +38,9 @@ import argparse
 import base64
 import io
 import json
+import math
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -61,6 +63,8 @@ import models
 
 ROOT = Path(__file__).resolve().parent
 PAGE = ROOT / "paint.html"
+DIGITS = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
+SOCKET_TIMEOUT = 10.0  # seconds a connection may stay silent
 MAX_BODY = 4 * 1024 * 1024  # a 64x64 label PNG is under 2 kB; 4 MB leaves room for 1024x2048 Cityscapes maps
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -190,13 +194,15 @@ class Painter:
         lm = self.models[key]
         label = self.read_label(body)
         style, style_b, seed = (_param(query, n) for n in ("style", "style_b", "seed"))
+        if seed is not None and seed < 0:
+            raise BadRequest(f"seed must be 0 or more, got {seed}")
         t = _param(query, "t", float) or 0.0
         if not 0.0 <= t <= 1.0:
             raise BadRequest(f"t must be in [0, 1], got {t}")
         regions = []  # (class k, validation index i)
         for item in filter(None, query.get("region_style", "").split(",")):
             k, _, i = item.partition(":")
-            if not (k.isdigit() and i.isdigit()):
+            if not (DIGITS.fullmatch(k) and DIGITS.fullmatch(i)):
                 raise BadRequest(f"region_style {item!r}: write class:index, e.g. 0:12")
             if int(k) >= self.info.label_nc:
                 raise BadRequest(f"region_style {item!r}: class {k} outside 0..{self.info.label_nc - 1}")
@@ -241,22 +247,44 @@ def to_png(image: torch.Tensor) -> bytes:
 
 
 def _param(query: dict, name: str, kind=int):
-    """query[name] as an int (or `kind`); None if absent."""
+    """query[name] as an int in [-2^63, 2^63) (what a torch seed takes) or a finite float; None if absent."""
     if name not in query:
         return None
+    text = query[name]
     try:
-        return kind(query[name])
+        if kind is int and not re.fullmatch(r"-?[0-9]{1,19}", text):  # ASCII digits only: int("²") fails
+            raise ValueError
+        value = kind(text)
+        if (kind is int and not -2**63 <= value < 2**63) or (kind is float and not math.isfinite(value)):
+            raise ValueError
+        return value
     except ValueError:
-        what = "an integer" if kind is int else "a number"
-        raise BadRequest(f"{name} must be {what}, got {query[name]!r}") from None
+        what = "an integer (at most 19 digits)" if kind is int else "a finite number"
+        raise BadRequest(f"{name} must be {what}, got {text[:40]!r}") from None
 
 
 def serve(painter: Painter, port: int) -> ThreadingHTTPServer:
     """The server, on 127.0.0.1 only: a demo, not a service to expose."""
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = SOCKET_TIMEOUT  # a client that stops sending frees its thread
+
         def log_message(self, fmt, *args):  # quiet: the page sends a request per brush stroke
             pass
+
+        def handle(self):
+            try:
+                super().handle()
+            except (ConnectionError, TimeoutError):  # the client went away (closed the tab, timed out)
+                self.close_connection = True
+
+        def own_address(self) -> bool:
+            """Only this server's own address: no other site's page (DNS rebinding, a cross-site POST)."""
+            port = self.server.server_address[1]
+            own = {f"127.0.0.1:{port}", f"localhost:{port}"}
+            origin = self.headers.get("Origin")
+            return self.headers.get("Host", "") in own and (origin is None or origin in
+                                                             {f"http://{h}" for h in own})
 
         def send(self, status: int, body: bytes, ctype: str, headers: dict | None = None):
             self.send_response(status)
@@ -273,7 +301,10 @@ def serve(painter: Painter, port: int) -> ThreadingHTTPServer:
             method, url = self.command, urlparse(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
             try:
-                if method == "GET" and url.path in ("/", "/paint.html"):
+                if not self.own_address():
+                    self.fail(HTTPStatus.FORBIDDEN, "requests must come from this server's own page "
+                              "(Host and Origin 127.0.0.1 or localhost on this port)")
+                elif method == "GET" and url.path in ("/", "/paint.html"):
                     self.send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
                 elif method == "GET" and url.path == "/info":
                     self.send(200, json.dumps(painter.info_json()).encode(), "application/json")
@@ -282,7 +313,7 @@ def serve(painter: Painter, port: int) -> ThreadingHTTPServer:
                     self.send(200, body, "application/json")
                 elif method == "POST" and url.path == "/synthesize":
                     length = self.headers.get("Content-Length", "")
-                    length = int(length) if length.isdigit() else -1
+                    length = int(length) if DIGITS.fullmatch(length) else -1
                     if length < 0 or length > MAX_BODY:
                         self.close_connection = True  # the unread body must not be parsed as a request
                         raise BadRequest(f"the body must be a PNG of at most {MAX_BODY} bytes with a "
@@ -299,15 +330,26 @@ def serve(painter: Painter, port: int) -> ThreadingHTTPServer:
 
         do_GET = do_POST = route
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    return server
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 64  # listen backlog: concurrent clients queue, none waits for a retry
+
+        def handle_error(self, request, client_address):  # one quiet line, not a traceback per abort
+            err = sys.exc_info()[1]
+            if not isinstance(err, (ConnectionError, TimeoutError)):
+                print(f"[paint] request from {client_address[0]} failed: {type(err).__name__}: {err}",
+                      file=sys.stderr)
+
+    return Server(("127.0.0.1", port), Handler)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     models.add_dataclass_args(p, Args)
     args = Args(**vars(p.parse_args(argv)))
+    if not 0 <= args.port <= 65535:  # checked before the models load
+        print(f"error: --port {args.port} is not a TCP port (0..65535; 0 picks a free one)", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     try:
         painter = Painter(args)
@@ -333,4 +375,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    models.tune_allocator()
     raise SystemExit(main())

@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -156,9 +157,16 @@ class Args:
     eval_images: int = 100
     """validation images scored by --eval-every"""
     eval_segmenter: str = ""
-    """TorchScript segmenter for --eval-every (default: evaluate.py's cached U-Net, trained on first use)"""
+    """segmenter for --eval-every: a weights file of evaluate.py's U-Net (safe), or a TorchScript program
+    (runs the file's code: needs --trust-segmenter); default: the committed or cached U-Net"""
+    trust_segmenter: bool = False
+    """allow --eval-segmenter to be a TorchScript / torch.export program file, whose code runs when loaded"""
     resume: str = ""
-    """checkpoint file, or run folder (its newest checkpoint), to continue from exactly"""
+    """checkpoint file, or run folder (its newest checkpoint), to continue from exactly; the run goes on in
+    the checkpoint's folder (or in --out-dir/--name if --name is given)"""
+    overwrite: bool = False
+    """start afresh in a run folder that already holds a run, deleting that run first (without it such a
+    folder is refused: resume it, or pick another --name)"""
     progress: bool = True
     """show the tqdm progress bar"""
 
@@ -243,6 +251,10 @@ def parse_args(argv=None) -> Args:
                              f"settings: {flags}; drop these flags to resume, or start a new run (another "
                              "--name)")
         values.update(saved)
+        if "name" not in given:  # go on in the folder the checkpoint is in, whatever name it was saved under
+            folder = os.path.dirname(os.path.abspath(given["resume"]))
+            values["out_dir"], values["name"] = os.path.dirname(folder), os.path.basename(folder)
+            given.pop("out_dir", None)
     else:
         values.update(PRESETS[given.get("preset", Args.preset)])
     args = Args(**(values | given))
@@ -254,8 +266,24 @@ def parse_args(argv=None) -> Args:
         raise SystemExit("error: --niter + --niter-decay must be at least 1 epoch")
     if args.vae and args.model != "spade":
         raise SystemExit(f"error: --vae is SPADE's image encoder (--model spade), not for {args.model}")
+    check_crop_fits(args)
     args.name = args.name or f"{args.preset}-{args.model}" + ("-vae" if args.vae else "")
     return args
+
+
+def check_crop_fits(args: Args) -> None:
+    """The generator doubles its input 2^n times (pix2pixHD halves it 4 times and doubles it back): the
+    training images' height and width must be multiples of that, or G's output would not match them."""
+    n = 4 if args.model == "pix2pixhd" else models.NUM_UPSAMPLING[args.num_upsampling_layers]
+    height, factor = round(args.crop_size / args.aspect_ratio), 2**n
+    if args.crop_size % factor == 0 and height % factor == 0 and height > 0:
+        return
+    what = ("pix2pixHD's 4 downsamplings" if args.model == "pix2pixhd" else
+            f"{n} upsamplings (--num-upsampling-layers {args.num_upsampling_layers})")
+    fits = max(factor, args.crop_size // factor * factor)
+    raise SystemExit(f"error: --crop-size {args.crop_size} (images {height}x{args.crop_size} at aspect ratio "
+                     f"{args.aspect_ratio}) does not fit {what}: height and width must be multiples of "
+                     f"{factor}; use --crop-size {fits} or {fits + factor}")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -300,6 +328,8 @@ class Run:
     """--eval-every: the lowest Frechet distance so far (best.pt holds that state)"""
     bf16: bool = False
     """--bf16 resolved for this device once (use_bf16): autocast on in train_step"""
+    clear_first: bool = False
+    """--overwrite of a folder holding another run: Outputs deletes it before writing"""
 
     @property
     def run_dir(self) -> str:
@@ -315,11 +345,12 @@ def train(args: Args, d: "Dist", device: torch.device) -> dict:
         torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     run = setup(args, d, device)
-    out = Outputs(run)
-    evaluator = None
+    evaluator = None  # built before anything is written: a bad --eval-segmenter must not leave a run folder
     if args.eval_every and d.main:
         evaluator = evaluate.TrainingEvaluator(asdict(args), args.eval_images, args.eval_segmenter or None,
-                                               str(device), out.log)
+                                               str(device), print, trust=args.trust_segmenter)
+    out = Outputs(run)  # every check has passed: the run folder is written from here on
+    if evaluator is not None:
         out.log(f"--eval-every {args.eval_every}: {evaluator.n} validation images, "
                 f"{evaluator.frechet_name} for the Frechet distance")
     if run.step >= run.total_steps:
@@ -353,7 +384,9 @@ def train(args: Args, d: "Dist", device: torch.device) -> dict:
 
 
 def setup(args: Args, d: "Dist", device: torch.device) -> Run:
-    """Dataset, networks, optimizers (restored from --resume, else freshly seeded), DDP wrappers."""
+    """Dataset, networks, optimizers (restored from --resume, else freshly seeded), DDP wrappers. Checks
+    only: nothing is written before Outputs."""
+    clear_first = check_run_folder(args)
     ckpt = None
     if args.resume:  # parse_args has checked that it loads
         ckpt = models.read_checkpoint(args.resume, device)
@@ -396,7 +429,8 @@ def setup(args: Args, d: "Dist", device: torch.device) -> Run:
     run = Run(args, d, device, dataset, G, D, E, opt_G, opt_D,
               torch.optim.lr_scheduler.LambdaLR(opt_G, lr_factor(args.niter, args.niter_decay)),
               torch.optim.lr_scheduler.LambdaLR(opt_D, lr_factor(args.niter, args.niter_decay)),
-              margs, vgg, steps_per_epoch, total_steps, bf16=use_bf16(args.bf16, device))
+              margs, vgg, steps_per_epoch, total_steps, bf16=use_bf16(args.bf16, device),
+              clear_first=clear_first)
     if ckpt is not None:
         restore(run, ckpt)
     else:  # per-rank noise streams
@@ -410,6 +444,26 @@ def setup(args: Args, d: "Dist", device: torch.device) -> Run:
         run.D = DDP(D, device_ids=ids)
         run.E = DDP(E, device_ids=ids) if E is not None else None
     return run
+
+
+def check_run_folder(args: Args) -> bool:
+    """A run folder holds one run: a fresh start (or a resume into another folder) is refused where a run's
+    files are, unless --overwrite (then True: delete them first). Resuming in the checkpoint's own folder
+    continues that run."""
+    run_dir = os.path.join(args.out_dir, args.name)
+    if not os.path.isdir(run_dir):
+        return False
+    held = sorted(f for f in os.listdir(run_dir) if f in ("args.json", "log.jsonl", "best.pt")
+                  or (f.startswith("ckpt_") and f.endswith(".pt")))
+    if args.resume and os.path.samefile(os.path.dirname(os.path.abspath(args.resume)), run_dir):
+        return False
+    if not held:
+        return False
+    if args.overwrite:
+        return True
+    files = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+    raise SystemExit(f"error: {run_dir} already holds a run ({files}): continue it with --resume {run_dir}, "
+                     "or pick another --name, or pass --overwrite to delete it and start afresh")
 
 
 def restore(run: Run, ckpt: dict) -> None:
@@ -441,18 +495,19 @@ def train_step(run: Run, batch: dict) -> tuple[dict, dict, tuple]:
     instance = batch.get("instance") if args.use_instance else None
     instance = None if instance is None else instance.to(device, non_blocking=True)
     segmap = data.make_segmap(label, run.dataset.info, instance).contiguous(memory_format=memory_format)
+    # bf16: the networks run under autocast, the loss arithmetic in float32 outside it (the terms functions)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.bf16)
 
     with autocast:  # the generator runs once
         fake, mu, logvar = generate(run.G, run.E, segmap, real, args.model)
-    with autocast:  # discriminator step: fake (detached) and real in one pass
-        d_terms = discriminator_terms(run.D, segmap, fake, real, args)
+    # discriminator step: fake (detached) and real in one pass
+    d_terms = discriminator_terms(run.D, segmap, fake, real, args, autocast)
     stop_nonfinite(run, d_terms, "discriminator")
     run.opt_D.zero_grad(set_to_none=True)
     d_terms["total"].backward()
     run.opt_D.step()
-    with autocast:  # generator step on the same fake: D again, for the GAN and feature-matching terms
-        g_terms = generator_terms(unwrap(run.D), segmap, fake, real, args, run.vgg, mu, logvar)
+    # generator step on the same fake: D again, for the GAN and feature-matching terms
+    g_terms = generator_terms(unwrap(run.D), segmap, fake, real, args, run.vgg, mu, logvar, autocast)
     stop_nonfinite(run, g_terms, "generator")
     run.opt_G.zero_grad(set_to_none=True)
     g_terms["total"].backward()
@@ -506,25 +561,41 @@ def generate(G, E, segmap, real, model: str):
     return fake, mu, logvar
 
 
-def discriminator_terms(D, segmap, fake, real, args: Args) -> dict:
-    """D on [fake (detached), real] in one pass -> the discriminator's loss terms ("total" is minimized)."""
+def to_float(x):
+    """A network's output (a tensor, or nested lists of them, or None) in float32 for the loss arithmetic:
+    under bf16 autocast the networks return bfloat16 (three significant digits)."""
+    if isinstance(x, (list, tuple)):
+        return [to_float(v) for v in x]
+    return None if x is None else x.float()
+
+
+def discriminator_terms(D, segmap, fake, real, args: Args, autocast=None) -> dict:
+    """D on [fake (detached), real] in one pass (under `autocast`) -> the discriminator's loss terms in
+    float32 ("total" is minimized)."""
     disc_loss = losses.sean_discriminator_loss if args.model == "sean" else losses.spade_discriminator_loss
-    pred = D(torch.cat([torch.cat([segmap, fake.detach()], 1), torch.cat([segmap, real], 1)], 0))
-    return disc_loss(*losses.split_fake_real(pred), gan_mode=args.gan_mode)
+    with autocast or contextlib.nullcontext():
+        pred = D(torch.cat([torch.cat([segmap, fake.detach()], 1), torch.cat([segmap, real], 1)], 0))
+    return disc_loss(*losses.split_fake_real(to_float(pred)), gan_mode=args.gan_mode)
 
 
-def generator_terms(D, segmap, fake, real, args: Args, vgg=None, mu=None, logvar=None) -> dict:
+def generator_terms(D, segmap, fake, real, args: Args, vgg=None, mu=None, logvar=None,
+                    autocast=None) -> dict:
     """D (unwrapped from DDP: no gradient sync needed) again on [fake, real] with its weights frozen, so only
-    G and E get gradients; feature matching needs the real image's features under the current D."""
+    G and E get gradients; feature matching needs the real image's features under the current D. The
+    networks (D, VGG) run under `autocast`, the loss terms are float32."""
     D.requires_grad_(False)
-    pred = D(torch.cat([torch.cat([segmap, fake], 1), torch.cat([segmap, real], 1)], 0))
-    pred_fake, pred_real = losses.split_fake_real(pred)
-    weights = dict(vgg=vgg, lambda_fm=args.lambda_fm, lambda_vgg=args.lambda_vgg, gan_mode=args.gan_mode)
+    with autocast or contextlib.nullcontext():
+        pred = D(torch.cat([torch.cat([segmap, fake], 1), torch.cat([segmap, real], 1)], 0))
+        vgg_term = vgg(fake, real) if vgg is not None and args.lambda_vgg else None  # its L1s are float32
+    pred_fake, pred_real = losses.split_fake_real(to_float(pred))
+    weights = dict(lambda_fm=args.lambda_fm, lambda_vgg=args.lambda_vgg, gan_mode=args.gan_mode,
+                   vgg=None if vgg_term is None else lambda *_: vgg_term)
+    fake, real = to_float(fake), to_float(real)
     if args.model == "sean":
         g_terms = losses.sean_generator_loss(pred_fake, pred_real, fake, real, **weights)
     else:
-        g_terms = losses.spade_generator_loss(pred_fake, pred_real, fake, real, mu=mu, logvar=logvar,
-                                              lambda_kl=args.lambda_kl, **weights)
+        g_terms = losses.spade_generator_loss(pred_fake, pred_real, fake, real, mu=to_float(mu),
+                                              logvar=to_float(logvar), lambda_kl=args.lambda_kl, **weights)
     D.requires_grad_(True)
     return g_terms
 
@@ -545,7 +616,9 @@ def build_dataset(args: Args):
         raise SystemExit(f"error: dataset folder {args.dataroot!r} does not exist")
     try:
         extra = dict(palette=args.palette) if args.palette else {}
-        return data.build_dataset(args.dataset, root=args.dataroot, split="train", size=size, **extra)
+        dataset = data.build_dataset(args.dataset, root=args.dataroot, split="train", size=size, **extra)
+        dataset.check_files()  # before the run folder exists: a bad file is one line, not a traceback later
+        return dataset
     except (OSError, data.DataError) as e:
         raise SystemExit(f"error: {args.dataset} dataset at {args.dataroot!r}: {e}") from None
 
@@ -602,7 +675,8 @@ def check_norm_fits(args: Args, per_rank_batch: int, d: "Dist", device: torch.de
     if (pixels if args.param_free == "instance" else per_rank_batch * pixels) >= 2:
         return
     fixes = ([] if pixels < 2 or args.param_free == "instance" else ["--param-free instance"]) + (
-        [] if args.param_free == "instance" else ["a --batch-size of 2 or more per process"])
+        [] if args.param_free == "instance" or per_rank_batch >= 2
+        else ["a --batch-size of 2 or more per process"])
     fixes.append(f"--crop-size {2 ** (n_up + 1) * max(1, round(args.aspect_ratio))} or more")
     raise SystemExit(f"error: --param-free {args.param_free} needs more than one value per channel, but the "
                      f"generator's first block is {pixels} pixel(s) x {per_rank_batch} image(s) per process; "
@@ -767,6 +841,10 @@ class Outputs:
         self.tb = self.pbar = self.file = None
         if not self.main:
             return
+        kept = read_log_until(run)  # may refuse a damaged log: before anything below is written
+        if run.clear_first:
+            shutil.rmtree(run.run_dir)
+            print(f"--overwrite: deleted the run that was in {run.run_dir}")
         # temp files of checkpoint writes killed (kill -9, power loss) before their rename
         found = os.listdir(run.run_dir) if os.path.isdir(run.run_dir) else []
         stale = sorted(f for f in found if f.startswith("ckpt_") and ".pt.tmp" in f)
@@ -777,10 +855,6 @@ class Outputs:
         os.makedirs(os.path.join(run.run_dir, "samples"), exist_ok=True)
         with open(os.path.join(run.run_dir, "args.json"), "w") as f:
             json.dump(asdict(run.args), f, indent=2)
-        kept = []  # a resumed run drops the log lines written after its checkpoint
-        if run.step and os.path.exists(self.log_path):
-            with open(self.log_path) as f:
-                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= run.step]
         with open(self.log_path, "w") as f:
             f.writelines(kept)
         with contextlib.suppress(ImportError):
@@ -853,6 +927,30 @@ class Outputs:
         rate = steps / max(elapsed, 1e-9)
         self.log(f"done: {steps} steps in {elapsed:.0f} s ({rate:.2f} steps/s); samples in "
                  f"{os.path.join(self.run.run_dir, 'samples')}, checkpoint {last_checkpoint(self.run)}")
+
+
+def read_log_until(run: Run) -> list[str]:
+    """The log lines a resumed run keeps: those of its checkpoint's folder up to its step (the steps after
+    it are run again). A torn last line (a crash mid-write) is dropped with a note; damage elsewhere stops."""
+    path = os.path.join(os.path.dirname(os.path.abspath(run.args.resume)), "log.jsonl") if run.step else ""
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        lines = [line if line.endswith("\n") else line + "\n" for line in f if line.strip()]
+    kept = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+            step = row["step"]
+        except (ValueError, KeyError, TypeError):
+            if i < len(lines) - 1:
+                raise SystemExit(f"error: {path} line {i + 1} is not a log row ({line.strip()[:60]!r}); "
+                                 "repair or remove that line, then resume again") from None
+            print(f"note: dropped the torn last line of {path} (a crash mid-write): {line.strip()[:60]!r}")
+            break
+        if step <= run.step:
+            kept.append(line)
+    return kept
 
 
 def plan_line(args: Args, steps_per_epoch: int, total_steps: int) -> str:
@@ -936,4 +1034,5 @@ class SignalStop:
 
 
 if __name__ == "__main__":
+    models.tune_allocator()  # the command line only: importing train.py changes nothing process-wide
     main()

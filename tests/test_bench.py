@@ -2,6 +2,8 @@
 numbers and ratios, the FLOP count of the D step equals the hand count of the discriminator's convolutions,
 and the training-step pieces (train.py's) fit together."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -83,11 +85,12 @@ def test_d_step_flops_of_every_model_equal_the_hand_count():
 
 
 def test_step_table_columns_are_computed_from_the_results():
-    r = dict(G=0.3, D=0.1, step=0.4, batch=2, flops_G=3e9, flops_D=1e9, memory=5 * 2**20, G_params=1.5e6)
+    r = dict(G=0.3, D=0.1, step=0.4, batch=2, flops_G=3e9, flops_D=1e9, memory=5 * 2**20, G_params=1.5e6,
+             sys=0.012, faults=3400)
     bench.step_table("t", {"m": r}, peak=2e10, notes=[])
-    # img/s = 2 / 0.4, GFLOP/step = 4, GFLOP/s = 4 / 0.4, % of peak = 100 * 1e10 / 2e10
+    # img/s = 2 / 0.4, GFLOP/step = 4, GFLOP/s = 4 / 0.4, % of peak = 100 * 1e10 / 2e10, sys ms, faults in k
     assert table_rows(bench.TABLES[-1]) == {"m": ["1.50M", "300.0", "100.0", "400.0", "5.00", "4.00", "10.0",
-                                                  "50.0", "5"]}
+                                                  "50.0", "5", "12", "3.4"]}
 
 
 def test_bf16_columns_are_the_interleaved_ratio():
@@ -96,7 +99,7 @@ def test_bf16_columns_are_the_interleaved_ratio():
     r = bench.run_step_config(spec)
     assert r["bf16"] > 0 and r["bf16_ratio"] > 0
     r = dict(G=0.3, D=0.1, step=0.4, batch=2, flops_G=3e9, flops_D=1e9, memory=0, G_params=1e6, bf16=0.2,
-             bf16_ratio=2.0)
+             bf16_ratio=2.0, sys=0.0, faults=0)
     bench.step_table("t", {"m": r}, peak=2e10, notes=[])
     assert table_rows(bench.TABLES[-1])["m"][-2:] == ["200.0", "2.00x"]
 
@@ -122,3 +125,36 @@ def test_sean_vs_spade_table_ratio_is_the_measured_ratio():
     for name, m in med.items():
         ratio = m["G"] / med["SPADE"]["G"]
         assert rows[name] == [f"{m['G'] * 1e3:.1f}", f"{m['D'] * 1e3:.1f}", f"{ratio:.2f}"]
+
+
+def test_tune_allocator_stops_page_faults_only_where_called(tmp_path):
+    """In a fresh process: freeing and allocating a 64 MB tensor again faults its pages in every time with
+    glibc's default malloc, and almost never after models.tune_allocator(); a user's GLIBC_TUNABLES wins."""
+    import os
+    import subprocess
+    import sys
+    script = (
+        "import resource, sys, torch, models\n"
+        "said = models.tune_allocator() if sys.argv[1] == 'tuned' else ''\n"
+        "def faults():\n"
+        "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "for _ in range(3):  # the tuned heap settles after two rounds\n"
+        "    torch.ones(16 * 2**20)\n"
+        "f0 = faults()\n"
+        "for _ in range(5):\n"
+        "    torch.ones(16 * 2**20)\n"
+        "print(said, '|', (faults() - f0) // 5)\n")
+    root = str(Path(bench.__file__).resolve().parent)
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+
+    def run(mode, **extra):
+        out = subprocess.run([sys.executable, "-c", script, mode], cwd=root, env=env | extra,
+                             capture_output=True, text=True, check=True).stdout
+        said, faults = out.rsplit("|", 1)
+        return said.strip(), int(faults)
+
+    default, tuned = run("default"), run("tuned")
+    assert default[1] > 10_000  # 64 MB = 16k pages, unmapped and faulted in again each time
+    assert tuned[0].startswith("glibc malloc keeps freed memory") and tuned[1] < 100
+    said, _ = run("tuned", GLIBC_TUNABLES="glibc.malloc.mmap_threshold=4096")
+    assert said == "allocator as set by GLIBC_TUNABLES / LD_PRELOAD"

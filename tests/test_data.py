@@ -555,3 +555,67 @@ def test_preview_and_frequencies(tmp_path):
     assert Image.open(path).size[0] > 4 * 32
     freq = data.class_frequencies(ds, n=8)
     assert freq.shape == (ds.info.label_nc,) and abs(freq.sum() - 1) < 1e-6
+
+
+# ----------------------------------------------------------------------------------------------------
+# the synthetic palettes, pinned by value to the class names
+# ----------------------------------------------------------------------------------------------------
+
+# The label colours of data.colorize, by class name (a swapped pair changes every figure's legend).
+LABEL_COLOURS = {"sky": (70, 130, 180), "cloud": (220, 220, 235), "mountain": (140, 90, 60),
+                 "water": (30, 60, 200), "grass": (110, 200, 60), "tree": (20, 100, 30),
+                 "sand": (240, 210, 110), "rock": (120, 120, 120), "building": (200, 40, 40),
+                 "road": (60, 40, 90)}
+
+
+def test_synthetic_label_colours_are_pinned_to_their_class_names():
+    assert dict(zip(data.CLASS_NAMES, map(tuple, data.PALETTE.tolist()), strict=True)) == LABEL_COLOURS
+    ids = {name: k for k, name in enumerate(data.CLASS_NAMES)}
+    assert (ids["sky"], ids["water"], ids["grass"]) == (data.SKY, data.WATER, data.GRASS)
+    r, g, b = np.asarray(data.PALETTE, dtype=int).T
+    assert b[data.WATER] > max(r[data.WATER], g[data.WATER])  # water is blue
+    assert g[data.GRASS] > max(r[data.GRASS], b[data.GRASS])  # grass is green
+    assert g[data.TREE] > max(r[data.TREE], b[data.TREE])
+    assert b[data.SKY] > r[data.SKY]
+    # a drawn label map shows each class in its own colour
+    s = data.SyntheticLandscapes("val", size=64, length=20)[3]
+    drawn = data.colorize(s["label"], data.PALETTE)
+    for k in s["label"].unique().tolist():
+        pixels = drawn[:, s["label"] == k]
+        assert (pixels == torch.tensor(LABEL_COLOURS[data.CLASS_NAMES[k]])[:, None]).all(), k
+
+
+def test_synthetic_photo_colours_follow_the_class_names():
+    """The rendered photos: over many images water regions are blue, grass and trees green, sand yellow."""
+    ds = data.SyntheticLandscapes("train", size=32, length=120)
+    sums, counts = torch.zeros(len(data.CLASS_NAMES), 3), torch.zeros(len(data.CLASS_NAMES))
+    for i in range(len(ds)):
+        s = ds[i]
+        K = len(data.CLASS_NAMES)
+        means, n = data.region_mean_colours((s["image"][None] + 1) / 2, s["label"][None], K)
+        sums += means[0] * n[0, :, None]
+        counts += n[0]
+    r, g, b = (sums / counts[:, None]).T
+    assert b[data.WATER] > max(r[data.WATER], g[data.WATER])
+    assert g[data.GRASS] > max(r[data.GRASS], b[data.GRASS])
+    assert g[data.TREE] > b[data.TREE]
+    assert min(r[data.SAND], g[data.SAND]) > b[data.SAND] + 0.1  # sand is yellow
+    assert b[data.SKY] > g[data.SKY] > r[data.SKY] - 0.05 and r[data.CLOUD] > 0.7  # blue sky, white clouds
+
+
+@pytest.mark.parametrize("palette, says", [
+    ({"#ff0000": None}, "entry '#ff0000': None is not"),
+    ({"#ff00": 1}, "entry '#ff00'"),
+    ({"#ff0000": -1}, "entry '#ff0000': -1"),
+    ([[1, 2, "x"]], "entry 0 is [1, 2, 'x']"),
+    ([[1, 2, 3], [4, 5]], "entry 1 is [4, 5]"),
+    ([[1, 2, 300]], "entry 0 is [1, 2, 300]"),
+    (5, "got int"),
+    ("[[1, 2, 3]", "not a built-in name"),
+])
+def test_malformed_palettes_name_the_file_and_entry(tmp_path, palette, says):
+    path = tmp_path / "pal.json"
+    path.write_text(palette if isinstance(palette, str) else json.dumps(palette))
+    with pytest.raises(DataError) as err:
+        data.load_palette(path)
+    assert says in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)

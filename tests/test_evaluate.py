@@ -2,6 +2,8 @@
 structure, the FID fallback's naming, bad input, and the metrics / synthesis commands end to end."""
 
 import json
+import pickle
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -370,6 +372,15 @@ def test_over_seeds_groups_runs_that_differ_only_in_the_seed():
     assert groups[0]["miou_std"] == pytest.approx(np.std([0.40, 0.50, 0.45], ddof=1))
     assert "psnr" not in groups[0] and groups[2]["psnr"] == 14.0 and groups[2]["psnr_std"] == 0.0
     assert "seeds 0, 1, 2" in groups[0]["name"]
+    # the labels say what differs between the groups: here the learning rate (the model is in the name)
+    assert groups[0]["name"] == "spade (ckpt_00001000.pt, --lr-G 0.0002, seeds 0, 1, 2)"
+    assert groups[1]["name"] == "spade (ckpt_00001000.pt, --lr-G 0.0001, seeds 0)"
+    bf16 = [run(s) for s in (0, 1)] + [run(s) for s in (0, 1)]
+    for lm, mode in zip(bf16, ["on", "on", "off", "off"], strict=True):
+        lm.config["bf16"] = mode
+    names = [g["name"] for g in ev.over_seeds(bf16, [{"miou": 0.5}] * 4)]
+    assert names == ["spade (ckpt_00001000.pt, --bf16 on, seeds 0, 1)",
+                     "spade (ckpt_00001000.pt, --bf16 off, seeds 0, 1)"]
     md = ev.markdown_table({"seg": {"miou": 0.7, "accuracy": 0.9}}, groups[:1], "FSD", [])
     assert "| 45.0 ± 5.0 |" in md and "| n/a |" in md  # mIoU in %, PSNR absent
 
@@ -448,7 +459,8 @@ def test_metrics_with_inception_weights_and_torchscript_segmenter(ckpts, incepti
         torch.jit.script(net).save(str(tmp_path / "seg.pt"))
     result = ev.run_metrics(_metrics_args(tmp_path, [ckpts["spade"]], n_eval=4, out=None,
                                           inception_weights=str(inception_file),
-                                          segmenter=str(tmp_path / "seg.pt")), log=lambda *_: None)
+                                          segmenter=str(tmp_path / "seg.pt"), trust_segmenter=True),
+                             log=lambda *_: None)
     assert result["protocol"]["frechet_name"] == "FID"
     assert "| FID ↓ |" in result["markdown"]
     assert "TorchScript" in result["protocol"]["segmenter"]
@@ -613,3 +625,98 @@ def test_figures_comparison_and_transfer(ckpts, tmp_path):
         ev.transfer_figure(ckpts["spade"], tmp_path / "x.png", n=1)
     assert ev.main(["figures", "--ckpt", ckpts["spade"], "--out", str(tmp_path / "cli"), "--n", "1"]) == 0
     assert (tmp_path / "cli" / "comparison.png").is_file()
+
+
+class _Payload:
+    """Unpickling this object creates a file: proof that loading ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path(self.marker).touch, ())
+
+
+def test_segmenter_files_run_no_code_unless_trusted(tmp_path):
+    """--segmenter: U-Net weights load weights-only; a pickle of objects or a program archive (TorchScript,
+    torch.export .pt2) is refused with one line naming --trust-segmenter, and nothing in it runs."""
+    import zipfile
+    marker = tmp_path / "code-ran"
+    pickled = tmp_path / "seg.pt"
+    torch.save({"state_dict": _Payload(marker), "label_nc": 10, "config": {"width": 4}}, pickled)
+    archive = tmp_path / "seg.pt2"
+    with zipfile.ZipFile(archive, "w") as z:  # the layout torch.export.load reads, with a pickled payload
+        z.writestr("seg/archive_format", "pt2")
+        z.writestr("seg/data/sample_inputs/model.pt", pickle.dumps(_Payload(marker)))
+        z.writestr("seg/models/model.json", "{}")
+    scripted = tmp_path / "scripted.pt"  # TorchScript: torch.load(weights_only=True) would run it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(ev.SegUNet(10, 4)).save(str(scripted))
+    assert ev.is_program_archive(scripted) and ev.is_program_archive(archive)
+    text = tmp_path / "seg.txt"
+    text.write_text("not a segmenter\n")
+    for path in (pickled, archive, scripted, text):
+        with pytest.raises(ValueError, match="--trust-segmenter") as err:
+            ev.user_segmenter(str(path), 10)
+        assert "\n" not in str(err.value)
+        assert not marker.exists(), path
+    # a trusted non-program file: still one line, no traceback
+    with pytest.raises(ValueError, match="not a loadable TorchScript"):
+        ev.user_segmenter(str(text), 10, trust=True)
+    # the safe kind: U-Net weights, checked against the dataset's classes
+    net = ev.SegUNet(10, 4)
+    torch.save({"state_dict": net.state_dict(), "label_nc": 10, "config": {"width": 4}}, tmp_path / "unet.pt")
+    loaded, desc = ev.user_segmenter(str(tmp_path / "unet.pt"), 10)
+    assert "U-Net weights" in desc and torch.equal(loaded.head.weight, net.head.weight)
+    with pytest.raises(ValueError, match="a U-Net of 10 classes"):
+        ev.user_segmenter(str(tmp_path / "unet.pt"), 12)
+
+
+def test_export_never_replaces_a_training_checkpoint_and_checks_its_target_first(ckpts, tmp_path, capsys):
+    import shutil
+    run = tmp_path / "c0"
+    run.mkdir()
+    ckpt = run / "ckpt_00000002.pt"
+    shutil.copy(ckpts["sean"], ckpt)
+    other = run / "ckpt_00000001.pt"
+    shutil.copy(ckpts["sean"], other)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    for out, says in ((ckpt, "is the checkpoint being exported"), (other, "is a training checkpoint"),
+                      (run, "is a folder"), (tmp_path / "missing" / "x.pt", "does not exist")):
+        assert ev.main(["export", "--ckpt", str(run if out != other else ckpt), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing replaced, no temp file left
+    assert ev.main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "g.pt")]) == 0
+    assert ev.main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "g.pt")]) == 0  # an export: redone
+
+
+def test_figures_and_synthesize_check_everything_before_writing(ckpts, tmp_path, capsys):
+    out = tmp_path / "figs"
+    for argv, says in (
+            (["figures", "--ckpt", ckpts["spade"], ckpts["sean"], "--titles", "only one"], "2 checkpoints"),
+            (["figures", "--ckpt", ckpts["spade"], "--sean", ckpts["spade"]], "--sean needs SEAN"),
+            (["figures", "--ckpt", ckpts["spade"], "--vae", ckpts["sean"]], "--vae needs SPADE+VAE")):
+        assert ev.main([*argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, err
+        assert not out.exists()  # comparison.png was not written before the error
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "labels" / "a.png")
+    (tmp_path / "taken.png").write_bytes(b"mine")
+    assert ev.main(["synthesize", "--ckpt", ckpts["spade"], "--labels", str(tmp_path / "labels"), "--out",
+                    str(tmp_path / "taken.png")]) == 2
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "taken.png").read_bytes() == b"mine"
+
+
+def test_huge_label_maps_and_bad_official_options_are_one_line(ckpts, tmp_path, capsys):
+    big = tmp_path / "big.png"
+    Image.new("L", (4097, 4097)).save(big)
+    assert ev.main(["synthesize", "--ckpt", ckpts["spade"], "--labels", str(big), "--out",
+                    str(tmp_path / "o"), "--resize-labels"]) == 2
+    assert "at most 16,777,216 pixels" in capsys.readouterr().err
+    assert ev.main(["synthesize", "--official", "ade20k", "--ckpt", str(big), "--labels", str(big), "--out",
+                    str(tmp_path / "o"), "--official-option", "crop_size=abc"]) == 2
+    err = capsys.readouterr().err
+    assert "crop_size takes int values, got 'abc'" in err and err.count("\n") == 1

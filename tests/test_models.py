@@ -226,6 +226,20 @@ def test_every_leaky_relu_has_the_official_slope_02():
     assert len(seen) > 10 and set(seen) == {0.2}
 
 
+def test_multiscale_discriminator_downsamples_without_counting_the_padding():
+    """Scale k sees the input average-pooled k times (3x3, stride 2, padding 1) with the padding left out of
+    each mean (count_include_pad=False, officially): a constant image stays constant up to its border."""
+    D = models.MultiscaleDiscriminator(K + 3, ndf=4, num_D=3)
+    seen = []
+    for d in D.discriminators:
+        d.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        D(torch.full((1, K + 3, 32, 32), 0.7))
+    assert [tuple(x.shape[2:]) for x in seen] == [(32, 32), (16, 16), (8, 8)]
+    for x in seen:
+        torch.testing.assert_close(x, torch.full_like(x, 0.7))  # counting the padding: 0.7 * 4/9 at a corner
+
+
 def test_init_is_official():
     g = models.SPADEGenerator(K, ngf=16, crop_size=64)
     w = g.up_0.conv_0.parametrizations.weight.original  # 256 -> 128, 3x3

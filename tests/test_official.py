@@ -194,3 +194,67 @@ def test_official_options_agree_with_the_training_presets(preset):
                 "vae", "ngf", "z_dim", "style_dim"):
         assert official[key] == trained[key], key
     assert official["param_free"] == "batch" and trained["param_free"] == "syncbatch"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Spectral norm in training mode: the official hook and torch's parametrization
+
+
+def old_style_copy(net: torch.nn.Module) -> torch.nn.Module:
+    """`net` with every spectral-normed conv rebuilt as the official code builds it
+    (torch.nn.utils.spectral_norm, the pre-parametrization hook), same weight, bias, u and v."""
+    import copy
+    net = copy.deepcopy(net)
+    for parent in list(net.modules()):
+        for name, conv in list(parent.named_children()):
+            if not torch.nn.utils.parametrize.is_parametrized(conv, "weight"):
+                continue
+            sn = conv.parametrizations.weight[0]
+            old = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                                  conv.padding, bias=conv.bias is not None)
+            with torch.no_grad():
+                old.weight.copy_(conv.parametrizations.weight.original)
+                if conv.bias is not None:
+                    old.bias.copy_(conv.bias)
+            torch.nn.utils.spectral_norm(old)
+            old.weight_u.copy_(sn._u)
+            old.weight_v.copy_(sn._v)
+            setattr(parent, name, old)
+    return net
+
+
+def test_spectral_norm_train_mode_differs_only_in_the_power_iteration_order():
+    """Given the same weights and u, v, eval mode is equal to the official hook (both divide by u^T W v).
+    One training-mode step runs one power iteration, in the other order (official: v <- W^T u, then u <- W v;
+    torch's parametrization: u <- W v, then v <- W^T u), so the outputs differ while u, v are not yet the top
+    singular pair, and agree once they are, which is where training keeps them: the same fixed point."""
+    f = load_fixture("spade_ade20k")
+    m = evaluate.load_official(fx.official_state(f), "ade20k", crop_size=64)
+    for key, value in f["buffers"].items():  # the official u, v came along with the conversion
+        if key.endswith(("weight_u", "weight_v")):
+            name = key[:-len("weight_u")] + "parametrizations.weight.0._" + key[-1]
+            assert torch.equal(m.G.state_dict()[name], value), key
+    segmap, _ = fixture_inputs(f, m)
+    ours, official = m.G, old_style_copy(m.G)
+    with torch.no_grad():
+        assert torch.equal(ours.eval()(segmap), official.eval()(segmap))
+        first = (ours.train()(segmap) - official.train()(segmap)).abs().max().item()
+        assert first > 1e-4  # the fixture's u, v: a few official training-mode runs, not converged
+        for _ in range(18):
+            ours(segmap), official(segmap)
+        later = (ours(segmap) - official(segmap)).abs().max().item()
+    assert later < first / 20  # 20 steps: 0.061 -> 0.0008 (60 steps: 7e-5), the same fixed point
+    # u, v at the top singular pair (SVD): one training-mode step of each is the same
+    for net in (ours, official):
+        for conv in net.modules():
+            if hasattr(conv, "weight_orig") or torch.nn.utils.parametrize.is_parametrized(conv, "weight"):
+                old = hasattr(conv, "weight_orig")
+                w = conv.weight_orig if old else conv.parametrizations.weight.original
+                u, _, vh = torch.linalg.svd(w.detach().flatten(1), full_matrices=False)
+                sign = torch.sign(u[:, 0].sum())
+                us, vs = (conv.weight_u, conv.weight_v) if hasattr(conv, "weight_u") else (
+                    conv.parametrizations.weight[0]._u, conv.parametrizations.weight[0]._v)
+                us.copy_(u[:, 0] * sign)
+                vs.copy_(vh[0] * sign)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.train()(segmap), official.train()(segmap), atol=1e-5, rtol=0)

@@ -125,6 +125,15 @@ def test_styles_change_the_picture_and_each_request_is_repeatable(server):
     ("model=sean&style=x", png(np.zeros((32, 32))), "integer"),
     ("model=sean&style_b=1&t=2", png(np.zeros((32, 32))), "t must be in [0, 1]"),
     ("model=sean&region_style=sky", png(np.zeros((32, 32))), "class:index"),
+    # every class id is refused at exactly the number of classes (10) and at -1, every index at 40 and -1
+    ("model=sean&region_style=10:0", png(np.zeros((32, 32))), "class 10 outside 0..9"),
+    ("model=sean&region_style=-1:0", png(np.zeros((32, 32))), "class:index"),
+    ("model=sean&region_style=0:40", png(np.zeros((32, 32))), "outside 0..39"),
+    ("model=sean&region_style=0:-1", png(np.zeros((32, 32))), "class:index"),
+    ("model=sean&style=-1", png(np.zeros((32, 32))), "outside 0..39"),
+    ("model=sean&style=1&style_b=40&t=0.5", png(np.zeros((32, 32))), "outside 0..39"),
+    ("", png(np.full((32, 32), 9)[None].repeat(1, 0)[0] + np.eye(32, dtype=int)), "label ids [10]"),
+    ("", png(np.full((32, 32), 255)), "label ids [255]"),
     ("colour=red", png(np.zeros((32, 32))), "unknown parameter 'colour'"),
 ])
 def test_bad_requests_get_400_and_a_one_line_reason_and_the_server_stays_up(server, query, body, reason):
@@ -243,3 +252,98 @@ def test_painting_a_stroke_changes_the_picture_there_and_not_far_away(server, br
     wait_idle(d, version)
     assert len(d.execute_script("return paintState.regions")) == 1
     assert d.save_screenshot(str(out / "paint.png"))
+
+
+@pytest.mark.parametrize("index", [-1, 40])
+def test_sample_index_is_refused_outside_the_validation_samples(server, index):
+    _, url, _ = server
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{url}/sample?index={index}", timeout=30)
+    assert err.value.code == 400 and "outside 0..39" in err.value.read().decode()
+
+
+@pytest.mark.parametrize("query, reason", [
+    ("model=spade-vae&seed=99999999999999999999999999", "seed must be an integer"),
+    ("model=spade-vae&seed=-1", "seed must be 0 or more"),
+    ("model=sean&region_style=%C2%B2:1", "class:index"),  # '²' passes str.isdigit() but not int()
+    ("model=sean&style=%C2%B2", "style must be an integer"),
+    ("model=sean&style_b=1&t=nan", "t must be a finite number"),
+])
+def test_odd_numbers_in_the_query_are_400_not_500(server, query, reason):
+    painter, url, _ = server
+    status, text, _ = post(url, png(painter.val[0]["label"].numpy()), query)
+    assert status == 400 and reason in text.decode(), text
+
+
+def raw_request(url: str, head: str, body: bytes = b"") -> tuple[int, str]:
+    """Send a hand-written request (any header bytes), read the status line and body."""
+    import socket
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head.encode("utf-8") + b"\r\n\r\n" + body)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer.split(b"\r\n\r\n", 1)[-1].decode(errors="replace")
+
+
+def test_a_non_ascii_content_length_is_400(server):
+    _, url, _ = server
+    host = url.removeprefix("http://")
+    status, text = raw_request(url, f"POST /synthesize HTTP/1.1\r\nHost: {host}\r\nContent-Length: ²\r\n"
+                                    "Connection: close")
+    assert status == 400 and "Content-Length" in text
+
+
+def test_only_the_servers_own_page_may_call_it(server):
+    """Another site's page can make the browser send requests to 127.0.0.1 (a cross-site POST, or DNS
+    rebinding with its own Host name): the Host and the Origin must be this server's."""
+    painter, url, _ = server
+    host, port = url.removeprefix("http://"), url.rsplit(":", 1)[1]
+    body = png(painter.val[0]["label"].numpy())
+    length = f"Content-Length: {len(body)}\r\nConnection: close"
+    for head in (f"POST /synthesize HTTP/1.1\r\nHost: evil.example:{port}\r\n{length}",
+                 f"POST /synthesize HTTP/1.1\r\nHost: {host}\r\nOrigin: http://evil.example\r\n{length}",
+                 "GET /info HTTP/1.1\r\nHost: attacker.test\r\nConnection: close"):
+        status, text = raw_request(url, head, body if head.startswith("POST") else b"")
+        assert status == 403 and "own page" in text, head
+    for own in (host, f"localhost:{port}"):
+        status, _ = raw_request(url, f"POST /synthesize HTTP/1.1\r\nHost: {own}\r\nOrigin: http://{own}\r\n"
+                                     f"{length}", body)
+        assert status == 200
+
+
+def test_client_aborts_are_quiet_and_silent_clients_time_out(server, monkeypatch, capsys):
+    import socket
+    import time
+    painter, url, _ = server
+    monkeypatch.setattr(paint, "SOCKET_TIMEOUT", 0.5)
+    srv = paint.serve(painter, 0)
+    assert srv.request_queue_size >= 16  # 8 concurrent clients never wait for a retry
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    try:
+        for _ in range(3):  # aborted mid-request
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"POST /synthesize HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: 500\r\n\r\nab"
+                      % port)
+            s.close()
+        silent = socket.create_connection(("127.0.0.1", port), timeout=5)
+        t0 = time.time()
+        assert silent.recv(100) == b""  # the server closed the silent connection after its timeout
+        assert time.time() - t0 < 4
+        silent.close()
+        time.sleep(0.3)
+        assert post(f"http://127.0.0.1:{port}", png(painter.val[0]["label"].numpy()))[0] == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+
+
+def test_a_port_outside_0_65535_is_refused_before_the_models_load(monkeypatch, capsys):
+    monkeypatch.setattr(paint, "Painter", lambda *a, **k: pytest.fail("models loaded before the port check"))
+    assert paint.main(["--no-browser", "--port", "99999"]) == 2
+    assert "--port 99999 is not a TCP port" in capsys.readouterr().err

@@ -6,6 +6,7 @@ Everything runs the real training loop at a tiny size (32x32 synthetic landscape
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,9 +15,11 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from PIL import Image
 
 import models
 import train
@@ -110,6 +113,26 @@ def test_demo_preset_generators_fit_the_weights_budget():
     assert 2 * total + 0.5e6 <= 25e6, total
 
 
+@pytest.mark.parametrize("flags", [[], ["--lr-G", "3e-5", "--lr-D", "7e-4", "--beta1", "0.5",
+                                       "--beta2", "0.99"]])
+def test_optimizers_get_the_ttur_learning_rates_and_betas(tmp_path, flags):
+    """G (with the VAE encoder) uses lr_G, D uses lr_D (TTUR: 1e-4 / 4e-4 in the papers), both Adam(beta1,
+    beta2); train.setup builds them from the flags, and the log reports the same values."""
+    args = train.parse_args(tiny(tmp_path, "--vae", "--max-steps", 1, *flags))
+    assert args.lr_G != args.lr_D
+    run = train.setup(args, train.Dist(), torch.device("cpu"))
+    for opt, lr, nets in ((run.opt_G, args.lr_G, (run.G, run.E)), (run.opt_D, args.lr_D, (run.D,))):
+        assert [g["lr"] for g in opt.param_groups] == [lr]
+        assert [g["betas"] for g in opt.param_groups] == [(args.beta1, args.beta2)]
+        assert {id(p) for g in opt.param_groups for p in g["params"]} == {
+            id(p) for net in nets for p in net.parameters()}
+    paper = train.parse_args(["--preset", "ade20k"])
+    assert (paper.lr_G, paper.lr_D, paper.beta1, paper.beta2) == (1e-4, 4e-4, 0.0, 0.9)
+    train.main(tiny(tmp_path, "--vae", "--max-steps", 1, "--name", "lr", *flags))
+    row = read_log(tmp_path / "lr" / "log.jsonl")[0]
+    assert (row["lr_G"], row["lr_D"]) == (args.lr_G, args.lr_D)
+
+
 def test_official_learning_rate_schedule():
     f = train.lr_factor(niter=2, niter_decay=4)
     # constant for niter epochs (and the first decaying one, as the official per-epoch update lands after it)
@@ -189,6 +212,29 @@ def test_bf16_auto_follows_the_hardware_and_bf16_training_stays_finite(tmp_path,
     assert runs["on"]["G"].fc.weight.dtype == torch.float32  # master weights stay float32
 
 
+def bf16_rounded(v: float) -> bool:
+    """True if v is exactly a bfloat16 value (what a loss computed in bfloat16 would log)."""
+    return torch.tensor(v).to(torch.bfloat16).item() == v
+
+
+@pytest.mark.parametrize("model,extra", [("spade", ["--vae"]), ("sean", [])])
+def test_bf16_loss_terms_are_float32_and_add_up_to_their_totals(tmp_path, model, extra):
+    """Under --bf16 on the networks run in bfloat16, the loss arithmetic in float32: the logged terms are not
+    bfloat16-rounded and each total is the sum of its terms (notebook 04's identities, on every CPU)."""
+    train.main(tiny(tmp_path, "--model", model, *extra, "--max-steps", 3, "--name", "b", "--bf16", "on"))
+    rows = read_log(tmp_path / "b" / "log.jsonl")
+    assert len(rows) == 3
+    for r in rows:
+        d_terms, g_terms = ([v for k, v in r.items() if k.startswith(side) and k != side + "total"]
+                            for side in ("D/", "G/"))
+        assert r["D/total"] == pytest.approx(sum(d_terms), rel=1e-6, abs=1e-7)
+        assert r["G/total"] == pytest.approx(sum(g_terms), rel=1e-6, abs=1e-7)
+        assert ("G/kl" in r) == bool(extra)
+    values = [v for r in rows for k, v in r.items() if "/" in k]
+    # float32 values: at most a few of them happen to be exact bfloat16 numbers
+    assert sum(bf16_rounded(v) for v in values) <= len(values) // 4, values
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     terms = train.discriminator_terms
     calls = []
@@ -226,14 +272,12 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_segmenter(tmp_path_factory) -> str:
-    """A TorchScript segmenter (--eval-segmenter): the tests skip training evaluate.py's cached U-Net."""
+    """A U-Net weights file (--eval-segmenter, loaded weights-only): no training of the cached one."""
+    import evaluate
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("seg") / "seg.pt"
-    nn = torch.nn
-    net = nn.Sequential(nn.Conv2d(3, 10, 3, padding=1), nn.Tanh(), nn.Conv2d(10, 10, 1))
-    with warnings.catch_warnings():  # TorchScript: deprecated upstream, still the common segmenter export
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.trace(net, torch.zeros(1, 3, 32, 32)).save(str(path))
+    net = evaluate.SegUNet(10, 4)
+    torch.save({"state_dict": net.state_dict(), "label_nc": 10, "config": {"width": 4}}, path)
     return str(path)
 
 
@@ -288,7 +332,7 @@ def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path):
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.trace(torch.nn.Conv2d(3, 10, 1), torch.zeros(1, 3, 32, 32)).save(str(seg))
     argv = tiny(tmp_path, "--batch-size", 4, "--max-steps", 3, "--param-free", "syncbatch", "--name", "ddp",
-                "--eval-every", 2, "--eval-images", 4, "--eval-segmenter", seg)
+                "--eval-every", 2, "--eval-images", 4, "--eval-segmenter", seg, "--trust-segmenter")
     mp.spawn(_ddp_worker, args=(2, _free_port(), argv, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for k in ("G", "D"):
@@ -384,3 +428,136 @@ def test_vgg_loss_never_falls_back_to_random_weights(tmp_path, monkeypatch):
     assert not os.path.exists(losses.vgg19_checkpoint_path())
     with pytest.raises(SystemExit, match="VGG19 weights.*--no-vgg-loss"):
         train.main(tiny(tmp_path, "--lambda-vgg", 10, "--max-steps", 1))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Nothing lost: run folders, logs, checks before anything is written
+# ------------------------------------------------------------------------------------------------------------
+
+
+def snapshot(folder) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
+
+
+def test_a_resumed_copy_writes_into_the_copy_never_the_original(tmp_path, capsys):
+    train.main(tiny(tmp_path, "--max-steps", 4, "--save-every", 2, "--name", "k9"))
+    before = snapshot(tmp_path / "k9")
+    import shutil
+    shutil.copytree(tmp_path / "k9", tmp_path / "k9t")
+    out = train.main(["--resume", str(tmp_path / "k9t"), "--max-steps", "6"])
+    assert out["step"] == 6 and snapshot(tmp_path / "k9") == before  # the original is untouched
+    assert [r["step"] for r in read_log(tmp_path / "k9t" / "log.jsonl")] == [1, 2, 3, 4, 5, 6]
+    assert (tmp_path / "k9t" / "ckpt_00000006.pt").is_file()
+    assert json.load(open(tmp_path / "k9t" / "args.json"))["name"] == "k9t"
+    assert "ckpt_00000006.pt" in capsys.readouterr().out  # "checkpoint ..." names the new one
+    # --name sends the resumed run to another folder, its log starting from the checkpoint's
+    train.main(["--resume", str(tmp_path / "k9" / "ckpt_00000002.pt"), "--name", "branch",
+                "--max-steps", "3"])
+    assert snapshot(tmp_path / "k9") == before
+    assert [r["step"] for r in read_log(tmp_path / "branch" / "log.jsonl")] == [1, 2, 3]
+
+
+def test_a_folder_holding_a_run_refuses_a_fresh_start_unless_overwrite(tmp_path):
+    train.main(tiny(tmp_path, "--max-steps", 4, "--save-every", 2, "--name", "reuse"))
+    before = snapshot(tmp_path / "reuse")
+    with pytest.raises(SystemExit) as e:
+        train.main(tiny(tmp_path, "--max-steps", 2, "--name", "reuse", "--seed", 7))
+    msg = str(e.value)
+    assert "already holds a run" in msg and "--resume" in msg and "--overwrite" in msg and "\n" not in msg
+    assert snapshot(tmp_path / "reuse") == before
+    train.main(tiny(tmp_path, "--max-steps", 2, "--save-every", 2, "--name", "reuse", "--seed", 7,
+                    "--overwrite"))
+    assert sorted(p.name for p in (tmp_path / "reuse").glob("ckpt_*")) == ["ckpt_00000002.pt"]
+    assert [r["step"] for r in read_log(tmp_path / "reuse" / "log.jsonl")] == [1, 2]
+    # an empty folder (or one with unrelated files) is no run
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("mine")
+    train.main(tiny(tmp_path, "--max-steps", 1, "--name", "empty"))
+    assert (tmp_path / "empty" / "notes.txt").read_text() == "mine"
+
+
+def test_resume_drops_a_torn_last_log_line_and_refuses_damage_before_writing(tmp_path, capsys):
+    train.main(tiny(tmp_path, "--max-steps", 4, "--save-every", 2, "--name", "torn"))
+    log = tmp_path / "torn" / "log.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:3]) + lines[3][:25])  # a crash in the middle of writing step 4's row
+    out = train.main(["--resume", str(tmp_path / "torn"), "--max-steps", "5"])
+    assert out["step"] == 5 and "dropped the torn last line" in capsys.readouterr().out
+    assert [r["step"] for r in read_log(log)] == [1, 2, 3, 5]
+    log.write_text("".join(lines[:1]) + "garbage\n" + "".join(lines[2:4]))  # damage in the middle
+    before = snapshot(tmp_path / "torn")
+    with pytest.raises(SystemExit, match=r"log.jsonl line 2 is not a log row"):
+        train.main(["--resume", str(tmp_path / "torn"), "--max-steps", "6"])
+    assert snapshot(tmp_path / "torn") == before  # args.json, log and checkpoints as they were
+
+
+@pytest.mark.parametrize("crop", [63, 48, 16])
+def test_a_crop_size_the_generator_cannot_make_is_refused_first(tmp_path, crop):
+    with pytest.raises(SystemExit, match=rf"--crop-size {crop} .* multiples of 32; use --crop-size"):
+        train.main(tiny(tmp_path, "--crop-size", crop, "--name", "c"))
+    with pytest.raises(SystemExit, match="multiples of 16"):
+        train.main(tiny(tmp_path, "--model", "pix2pixhd", "--crop-size", 40, "--name", "c"))
+    assert not (tmp_path / "c").exists()
+    assert train.parse_args(tiny(tmp_path, "--model", "pix2pixhd", "--crop-size", 48)).crop_size == 48
+
+
+def _custom(tmp_path, n=3, size=(32, 32), info=None, label=None):
+    root = tmp_path / "custom"
+    for i in range(n):
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "labels").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((*size, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray(np.full(size, i % 3, dtype=np.uint8)).save(root / "labels" / f"{i}.png")
+    (root / "info.json").write_text(json.dumps({"label_nc": 3} if info is None else info))
+    return root
+
+
+def test_bad_custom_datasets_are_refused_in_one_line_before_a_run_folder_exists(tmp_path):
+    cases = {
+        "labels of another size": (lambda r: Image.fromarray(np.zeros((16, 32), np.uint8)).save(
+            r / "labels" / "2.png"),
+            r"images/2.png: is 32x32 \(HxW\) but its label map .*labels/2.png is 16x32"),
+        "RGB label without a palette": (lambda r: Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(
+            r / "labels" / "1.png"), "colour image .* pass a palette"),
+        "ids out of range": (lambda r: Image.fromarray(np.full((32, 32), 7, np.uint8)).save(
+            r / "labels" / "0.png"), r"label ids \[7\] are not classes"),
+        "a file that is no image": (lambda r: (r / "images" / "1.png").write_text("hello"),
+                                    "1.png: cannot read image file"),
+        "label_nc 0": (lambda r: (r / "info.json").write_text('{"label_nc": 0}'), '"label_nc" must be'),
+        "label_nc abc": (lambda r: (r / "info.json").write_text('{"label_nc": "abc"}'), '"label_nc" must be'),
+        "info.json a list": (lambda r: (r / "info.json").write_text("[3]"), "expected a JSON object"),
+        "palette 5": (lambda r: (r / "info.json").write_text('{"label_nc": 3, "palette": 5}'),
+                      '"palette" must be'),
+        "no label_nc": (lambda r: (r / "info.json").write_text("{}"), '"label_nc" in .*info.json'),
+    }
+    for what, (damage, message) in cases.items():
+        import shutil
+        shutil.rmtree(tmp_path / "custom", ignore_errors=True)
+        root = _custom(tmp_path)
+        damage(root)
+        with pytest.raises(SystemExit) as e:
+            train.main(tiny(tmp_path, "--dataset", "custom", "--dataroot", root, "--name", "bad"))
+        assert re.search(message, str(e.value)) and "\n" not in str(e.value), (what, str(e.value))
+        assert not (tmp_path / "bad").exists(), what
+    # a colour not in the palette: read at the check of the first sample
+    import shutil
+    shutil.rmtree(tmp_path / "custom")
+    root = _custom(tmp_path)
+    (root / "pal.json").write_text("[[0, 0, 0], [255, 0, 0], [0, 255, 0]]")
+    Image.fromarray(np.full((32, 32, 3), 9, np.uint8)).save(root / "labels" / "0.png")
+    with pytest.raises(SystemExit, match=r"colour \(9, 9, 9\) at pixel .* not in the palette"):
+        train.main(tiny(tmp_path, "--dataset", "custom", "--dataroot", root, "--palette", root / "pal.json",
+                        "--name", "bad"))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_messages_say_what_to_do(tmp_path):
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "notes.pt").write_text("some text\n")
+    for name, says in (("empty.pt", "the file is empty"), ("notes.pt", "not a torch checkpoint")):
+        with pytest.raises(SystemExit) as e:
+            train.parse_args(["--resume", str(tmp_path / name)])
+        assert says in str(e.value) and "_use_new_zipfile_serialization" not in str(e.value)
+    with pytest.raises(SystemExit) as e:  # batch 4 already: no advice to raise the batch
+        train.main(tiny(tmp_path, "--batch-size", 4, "--crop-size", 32, "--param-free", "instance"))
+    assert "--batch-size" not in str(e.value) and "--crop-size 64 or more" in str(e.value)

@@ -129,8 +129,10 @@ def test_sean_vs_spade_table_ratio_is_the_measured_ratio():
 
 def test_tune_allocator_stops_page_faults_only_where_called(tmp_path):
     """In a fresh process: freeing and allocating a 64 MB tensor again faults its pages in every time with
-    glibc's default malloc, and almost never after models.tune_allocator(); a user's GLIBC_TUNABLES wins."""
+    glibc's default malloc, and not at all after models.tune_allocator() once the heap has grown (a few
+    rounds, as a training run's first steps); a user's GLIBC_TUNABLES wins."""
     import os
+    import statistics
     import subprocess
     import sys
     script = (
@@ -138,23 +140,23 @@ def test_tune_allocator_stops_page_faults_only_where_called(tmp_path):
         "said = models.tune_allocator() if sys.argv[1] == 'tuned' else ''\n"
         "def faults():\n"
         "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "for _ in range(3):  # the tuned heap settles after two rounds\n"
+        "rounds = []\n"
+        "for _ in range(20):\n"
+        "    f0 = faults()\n"
         "    torch.ones(16 * 2**20)\n"
-        "f0 = faults()\n"
-        "for _ in range(5):\n"
-        "    torch.ones(16 * 2**20)\n"
-        "print(said, '|', (faults() - f0) // 5)\n")
+        "    rounds.append(faults() - f0)\n"
+        "print(said, '|', *rounds)\n")
     root = str(Path(bench.__file__).resolve().parent)
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
 
     def run(mode, **extra):
         out = subprocess.run([sys.executable, "-c", script, mode], cwd=root, env=env | extra,
                              capture_output=True, text=True, check=True).stdout
-        said, faults = out.rsplit("|", 1)
-        return said.strip(), int(faults)
+        said, rounds = out.rsplit("|", 1)
+        return said.strip(), statistics.median([int(r) for r in rounds.split()][-8:])  # settled
 
     default, tuned = run("default"), run("tuned")
-    assert default[1] > 10_000  # 64 MB = 16k pages, unmapped and faulted in again each time
-    assert tuned[0].startswith("glibc malloc keeps freed memory") and tuned[1] < 100
+    assert default[1] > 10_000  # 64 MB = 16k pages, unmapped and faulted in again each round
+    assert tuned[0].startswith("glibc malloc keeps freed memory") and tuned[1] < 100, tuned
     said, _ = run("tuned", GLIBC_TUNABLES="glibc.malloc.mmap_threshold=4096")
     assert said == "allocator as set by GLIBC_TUNABLES / LD_PRELOAD"

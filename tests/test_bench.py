@@ -127,36 +127,36 @@ def test_sean_vs_spade_table_ratio_is_the_measured_ratio():
         assert rows[name] == [f"{m['G'] * 1e3:.1f}", f"{m['D'] * 1e3:.1f}", f"{ratio:.2f}"]
 
 
-def test_tune_allocator_stops_page_faults_only_where_called(tmp_path):
-    """In a fresh process: freeing and allocating a 64 MB tensor again faults its pages in every time with
+def test_tune_allocator_stops_page_faults_only_where_called(monkeypatch):
+    """In fresh processes: freeing and allocating a 64 MB tensor again faults its pages in every time with
     glibc's default malloc, and not at all after models.tune_allocator() once the heap has grown (a few
     rounds, as a training run's first steps); a user's GLIBC_TUNABLES wins."""
     import os
     import statistics
     import subprocess
     import sys
+
+    import models
     script = (
         "import resource, sys, torch, models\n"
         "said = models.tune_allocator() if sys.argv[1] == 'tuned' else ''\n"
-        "def faults():\n"
-        "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
         "rounds = []\n"
         "for _ in range(20):\n"
-        "    f0 = faults()\n"
+        "    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
         "    torch.ones(16 * 2**20)\n"
-        "    rounds.append(faults() - f0)\n"
+        "    rounds.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)\n"
         "print(said, '|', *rounds)\n")
     root = str(Path(bench.__file__).resolve().parent)
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
 
-    def run(mode, **extra):
-        out = subprocess.run([sys.executable, "-c", script, mode], cwd=root, env=env | extra,
-                             capture_output=True, text=True, check=True).stdout
+    def run(mode):
+        out = subprocess.run([sys.executable, "-c", script, mode], cwd=root, env=env, capture_output=True,
+                             text=True, check=True).stdout
         said, rounds = out.rsplit("|", 1)
-        return said.strip(), statistics.median([int(r) for r in rounds.split()][-8:])  # settled
+        return said.strip(), statistics.median([int(r) for r in rounds.split()][-8:])  # settled rounds
 
-    default, tuned = run("default"), run("tuned")
-    assert default[1] > 10_000  # 64 MB = 16k pages, unmapped and faulted in again each round
-    assert tuned[0].startswith("glibc malloc keeps freed memory") and tuned[1] < 100, tuned
-    said, _ = run("tuned", GLIBC_TUNABLES="glibc.malloc.mmap_threshold=4096")
-    assert said == "allocator as set by GLIBC_TUNABLES / LD_PRELOAD"
+    (_, default), (said, tuned) = run("default"), run("tuned")
+    assert default > 10_000  # 64 MB = 16k pages, unmapped and faulted in again each round
+    assert said.startswith("glibc malloc keeps freed memory") and tuned < 100, (said, tuned)
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=4096")  # returns before any mallopt
+    assert models.tune_allocator() == "allocator as set by GLIBC_TUNABLES / LD_PRELOAD"

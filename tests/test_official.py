@@ -240,10 +240,10 @@ def test_spectral_norm_train_mode_differs_only_in_the_power_iteration_order():
         assert torch.equal(ours.eval()(segmap), official.eval()(segmap))
         first = (ours.train()(segmap) - official.train()(segmap)).abs().max().item()
         assert first > 1e-4  # the fixture's u, v: a few official training-mode runs, not converged
-        for _ in range(18):
+        for _ in range(8):
             ours(segmap), official(segmap)
         later = (ours(segmap) - official(segmap)).abs().max().item()
-    assert later < first / 20  # 20 steps: 0.061 -> 0.0008 (60 steps: 7e-5), the same fixed point
+    assert later < first / 4  # 0.061 -> 0.012 after 10 steps, 0.0008 after 20, 7e-5 after 60: one fixed point
     # u, v at the top singular pair (SVD): one training-mode step of each is the same
     for net in (ours, official):
         for conv in net.modules():

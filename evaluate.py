@@ -376,9 +376,9 @@ def get_segmenter(dataset: str, size: tuple[int, int], info, train_set_fn, cfg: 
     path = Path(cache_dir) / name
     for stored in [] if retrain else [SHIPPED / name, path]:
         if stored.is_file():
-            blob = torch.load(stored, map_location="cpu", weights_only=True)
-            net = SegUNet(blob["label_nc"], blob["config"]["width"])
-            net.load_state_dict(blob["state_dict"])
+            net = load_unet_weights(stored)
+            if net is None:
+                raise ValueError(f"{stored}: not a U-Net weights file: delete it to retrain it")
             log(f"[segmenter] loaded {models.shown(stored)}")
             return net.to(device).eval()
     log(f"[segmenter] training on the real {dataset} training images at {size[0]}x{size[1]} "
@@ -1588,7 +1588,7 @@ def check_export_target(source: str, out: str) -> None:
         if target.resolve() == Path(source).resolve():
             raise ValueError(f"--out {out} is the checkpoint being exported; write the export elsewhere")
         with contextlib.suppress(ValueError):
-            if "D" in models.read_checkpoint(target):
+            if "D" in models.read_checkpoint(target, mmap=True):  # mapped: a large file is not read whole
                 raise FileExistsError(f"--out {out} is a training checkpoint (with its discriminator and "
                                       "optimizers); the export will not replace it: pick another file")
 

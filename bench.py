@@ -15,7 +15,7 @@ batch 4, 19 classes of blocky random masks. Target: SEAN within 1.5x of SPADE.
 official (--official-spade PATH, a checkout of NVlabs/SPADE): its generator against this project's at paper
 width, forward + backward, interleaved in one process. Target: at least as fast.
 Every step table has kernel time and page faults per step; --allocator default|tuned|both picks glibc's malloc
-as it comes or as models.tune_allocator sets it (train.py's), or runs each model under both.
+as it comes or as sample.tune_allocator sets it (train.py's), or runs each model under both.
 """
 
 import argparse
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 import data
 import losses
 import models
+import sample
 import train
 from norm import CLADE, SEAN, SPADE, sean_paper_form
 
@@ -78,7 +79,7 @@ class BenchConfig:
     models: str = "spade,spade+vae,sean,concat,pix2pixhd,clade"
     """comma-separated models for the steps and paper sections"""
     allocator: str = "tuned"
-    """tuned (models.tune_allocator, as train.py runs) | default (glibc as it comes) | both (steps, paper and
+    """tuned (sample.tune_allocator, as train.py runs) | default (glibc as it comes) | both (steps, paper and
     official sections: each model once in a process of each kind, the before / after of the allocator)"""
     official_spade: str = ""
     """official section: a checkout of NVlabs/SPADE; its generator and this project's at paper width (ngf 64,
@@ -261,10 +262,10 @@ def memory_in_use(device: str, peak: bool = False) -> float:
 
 def run_step_config(spec: dict) -> dict:
     """Build one model from train.py flags and time its training step (see bench_models).
-    spec: flags, device, threads, timer, warmup, repeats, allocator ("tuned": models.tune_allocator first)."""
+    spec: flags, device, threads, timer, warmup, repeats, allocator ("tuned": sample.tune_allocator first)."""
     from torch.utils.flop_counter import FlopCounterMode
     if spec.get("allocator") == "tuned":
-        models.tune_allocator()
+        sample.tune_allocator()
     if spec["threads"] > 0:
         torch.set_num_threads(spec["threads"])
     args, device = train.parse_args(spec["flags"] + ["--bf16", "off"]), spec["device"]
@@ -353,7 +354,7 @@ def bench_models(cfg: BenchConfig, section: str, flags: list[str], warmup: int, 
                 + (". VGG19 with random weights (same cost as ImageNet's)." if a.lambda_vgg else "."),
                 "sys ms/step, page faults/step: kernel time and minor page faults of the process per "
                 "training step (median): big tensors freed and allocated again each step, unmapped and "
-                "faulted back in by glibc's default malloc (see models.tune_allocator).",
+                "faulted back in by glibc's default malloc (see sample.tune_allocator).",
                 f"bf16 autocast {'timed' if bf16 else 'not timed'} (--bf16 {cfg.bf16}; native bf16 matmul "
                 f"here: {native})."])
     return results
@@ -394,7 +395,7 @@ def official_vs_project(spec: dict) -> dict:
     import pickle
     import types
     if spec["allocator"] == "tuned":
-        models.tune_allocator()
+        sample.tune_allocator()
     if spec["threads"] > 0:
         torch.set_num_threads(spec["threads"])
     ours = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in ("models", "util")}
@@ -473,13 +474,13 @@ SECTIONS = {"layers": bench_layers,
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--section", choices=["all", *SECTIONS], default="all")
-    models.add_dataclass_args(p, BenchConfig, choices=dict(timer=tuple(CLOCKS), bf16=("auto", "on", "off"),
+    sample.add_dataclass_args(p, BenchConfig, choices=dict(timer=tuple(CLOCKS), bf16=("auto", "on", "off"),
                                                            allocator=("tuned", "default", "both")))
     args = vars(p.parse_args(argv))
     section = args.pop("section")
     cfg = BenchConfig(**args)
     if cfg.allocator != "default":  # this process: the layers and sean_vs_spade sections
-        models.tune_allocator()
+        sample.tune_allocator()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()

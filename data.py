@@ -20,7 +20,9 @@ import argparse
 import json
 import os
 import re
+import socket
 import time
+import urllib.parse
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -950,6 +952,32 @@ def build_dataset(name: str, root: str | None = None, split: str = "train",
     return DATASETS[name](root, split=split, size=size, **kw)
 
 
+def build_split(dataset: str, dataroot, split: str, size: tuple[int, int], length: int | None = None,
+                seed: int = 0):
+    """build_dataset, with the synthetic set's length and seed (the training run's seed: then its val split
+    never overlaps its train split)."""
+    if dataset == "synthetic":
+        return SyntheticLandscapes(split, size=size, length=length, seed=seed)
+    if not dataroot:
+        raise ValueError(f"the {dataset} dataset needs its folder: pass --dataroot")
+    if not Path(dataroot).is_dir():
+        raise FileNotFoundError(f"dataset folder {dataroot} does not exist")
+    return build_dataset(dataset, root=dataroot, split=split, size=size)
+
+
+def batches(dataset, n: int, batch_size: int):
+    """Consecutive batches of the first n samples (stacked tensors), in order."""
+    for start in range(0, n, batch_size):
+        items = [dataset[i] for i in range(start, min(n, start + batch_size))]
+        keys = [k for k in items[0] if isinstance(items[0][k], torch.Tensor)]
+        yield {k: torch.stack([it[k] for it in items]) for k in keys}
+
+
+def quantize_png(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float image -> what a PNG file stores (uint8) -> [0, 1] float; every metric sees this."""
+    return torch.round((x.detach().float().clamp(-1, 1) + 1) * 127.5).div(255.0)
+
+
 # --- Export, preview, statistics ----------------------------------------------------------------------------
 def export_folder(dataset: Dataset, out_dir: str | Path, n: int, start: int = 0) -> Path:
     """Write samples start..start+n-1 as CustomFolderDataset reads them: images/, labels/ (uint8 ids),
@@ -1018,6 +1046,36 @@ def class_frequencies(dataset: Dataset, n: int = 200) -> np.ndarray:
         counts += np.bincount(dataset[i]["label"].clamp(max=dataset.info.label_nc).ravel().numpy(),
                               minlength=len(counts))
     return counts[: dataset.info.label_nc] / counts.sum()
+
+
+# --- Files: how paths are printed, weight files in torch hub's folder ---------------------------------------
+def shown(path: str | os.PathLike) -> str:
+    """A path as messages print it: inside this repository relative to it (weights/...), under the home folder
+    written with ~, so that a message (and a committed notebook output) reads the same on every machine."""
+    repo, home, text = str(Path(__file__).resolve().parent), str(Path.home()), str(path)
+    if text.startswith(repo + os.sep):
+        return text[len(repo) + 1:]
+    return "~" + text[len(home):] if text == home or text.startswith(home + os.sep) else text
+
+
+def hub_file(url: str, allow_download: bool = True, timeout: float = 10.0) -> tuple[Path | None, str]:
+    """A weight file in torch hub's checkpoint folder: (path, "") if there or downloaded (one try, with a
+    socket timeout so that an offline machine fails fast; via a temp file), else (None, why not)."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urllib.parse.urlparse(url).path)
+    if path.is_file():
+        return path, ""
+    if not allow_download:
+        return None, "download disabled"
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), progress=False)
+        return path, ""
+    except Exception as e:  # no network, DNS failure, timeout, HTTP error...
+        return None, f"download failed: {type(e).__name__}: {e}"
+    finally:
+        socket.setdefaulttimeout(old_timeout)
 
 
 def _main():

@@ -1,4 +1,4 @@
-"""Evaluation protocol of the SPADE and SEAN papers, and a synthesis / style-editing command line.
+"""Evaluation protocol of the SPADE and SEAN papers (synthesis from label maps and style editing: sample.py).
 
 Neither official repository ships its evaluation code; this file writes it out:
 
@@ -12,8 +12,6 @@ Neither official repository ships its evaluation code; this file writes it out:
   segmenter and features during training (TrainingEvaluator, train.py --eval-every).
 
     python evaluate.py metrics --ckpt runs/spade/ckpt.pt runs/sean/ckpt.pt --out results/
-    python evaluate.py synthesize --ckpt ckpt.pt --labels labels/ --out out/ [--n-samples 4]
-        [--style-image photo.png:photo_label.png] [--region-style sky=a.png:a_label.png]
     python evaluate.py figures --ckpt runs/spade runs/sean --sean runs/sean --out assets
     python evaluate.py segmenter --dataset synthetic --size 64      # train (or load) the cached segmenter
 
@@ -26,7 +24,6 @@ image on [0, 1] pixels, then averaged. A few hundred images bias the FID upwards
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import math
@@ -35,9 +32,8 @@ import statistics
 import sys
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from types import SimpleNamespace
 from unittest import mock
 
 import numpy as np
@@ -46,7 +42,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from matplotlib.figure import Figure
-from PIL import Image
 from pytorch_fid.inception import InceptionV3
 from torch.utils.data import DataLoader
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
@@ -54,6 +49,7 @@ from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
 import data
 import models
+import sample
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_NAME
@@ -64,16 +60,10 @@ DEFAULT_CACHE = Path(__file__).resolve().parent / "data_cache" / "segmenters"
 # machine, because the metric's feature extractor is one file, not a per-machine training run.
 SHIPPED = Path(__file__).resolve().parent / "weights"
 LPIPS_BACKBONE = "alexnet-owt-7be5be79.pth"  # torchvision's ImageNet AlexNet (LPIPS heads: torchmetrics)
-MAX_LABEL_PIXELS = 4096 * 4096  # label maps read by synthesize / paint (a 12000^2 map would need GBs)
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, five scales
 
 
 # --- 1. Metrics on tensors ----------------------------------------------------------------------------------
-
-
-def quantize_png(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float image -> what a PNG file stores (uint8) -> [0, 1] float; every metric sees this."""
-    return torch.round((x.detach().float().clamp(-1, 1) + 1) * 127.5).div(255.0)
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
@@ -228,7 +218,7 @@ def load_lpips(device: str = "cpu", log=print):
     path = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE
     if not path.is_file():
         log(f"[evaluate] LPIPS diversity: n/a, the AlexNet weights {LPIPS_BACKBONE} are not in "
-            f"{models.shown(path.parent)} "
+            f"{data.shown(path.parent)} "
             "(put torchvision's ImageNet AlexNet file there to get it)")
         return None
     return LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).to(device).eval()
@@ -253,7 +243,7 @@ def find_inception_weights(path: str | os.PathLike | None = None,
         if not Path(path).is_file():
             raise FileNotFoundError(f"--inception-weights {path} does not exist")
         return Path(path), ""
-    return models.hub_file(FID_WEIGHTS_URL, allow_download=download)
+    return data.hub_file(FID_WEIGHTS_URL, allow_download=download)
 
 
 def load_fid_inception(path: str | os.PathLike) -> tuple[InceptionV3, str]:
@@ -379,13 +369,13 @@ def get_segmenter(dataset: str, size: tuple[int, int], info, train_set_fn, cfg: 
             net = load_unet_weights(stored)
             if net is None:
                 raise ValueError(f"{stored}: not a U-Net weights file: delete it to retrain it")
-            log(f"[segmenter] loaded {models.shown(stored)}")
+            log(f"[segmenter] loaded {data.shown(stored)}")
             return net.to(device).eval()
     log(f"[segmenter] training on the real {dataset} training images at {size[0]}x{size[1]} "
         f"(cached in {path})")
     net = train_segmenter(train_set_fn(), info, cfg, device=device, log=log)
     path.parent.mkdir(parents=True, exist_ok=True)
-    models.atomic_save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
+    sample.atomic_save({"state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
                         "label_nc": info.label_nc, "config": asdict(cfg), "dataset": dataset,
                         "size": list(size)}, path)
     return net
@@ -484,241 +474,10 @@ def evaluation_segmenter(user_file: str | None, dataset: str, dataroot, size: tu
     if user_file:
         net, desc = user_segmenter(user_file, info.label_nc, trust)
         return net.to(device), desc
-    net = get_segmenter(dataset, size, info, lambda: build_split(dataset, dataroot, "train", size, seed=seed),
+    net = get_segmenter(dataset, size, info,
+                        lambda: data.build_split(dataset, dataroot, "train", size, seed=seed),
                         cfg, cache_dir, device, log, retrain)
     return net, f"U-Net (width {cfg.width}, {cfg.steps} steps) trained on the real training images"
-
-
-# --- 4. Generators: from a train.py checkpoint or an official one, fed through one dispatch ----------------
-
-
-@dataclass
-class LoadedModel:
-    """A trained generator with everything needed to feed it: dataset, size, label layout, encoder."""
-
-    path: str
-    """checkpoint file"""
-    name: str
-    """row label in tables: the model (+VAE) and the checkpoint's file name"""
-    model: str
-    """generator kind: spade, sean, concat, pix2pixhd or clade"""
-    use_vae: bool
-    """SPADE with the VAE encoder (multi-modal, style from an image)"""
-    G: nn.Module
-    """the generator, eval mode"""
-    E: nn.Module | None
-    """SPADE's VAE encoder, or None"""
-    dataset: str
-    """dataset name of the training run"""
-    dataroot: str | None
-    """dataset folder of the training run (None for synthetic)"""
-    size: tuple[int, int]
-    """(H, W) the generator produces"""
-    info: object
-    """data.DatasetInfo of the dataset"""
-    use_instance: bool
-    """the generator's input carries the instance edge channel"""
-    z_dim: int = 256
-    """VAE latent size"""
-    seed: int = 0
-    """seed of the training run (the synthetic dataset's seed)"""
-    config: dict = field(default_factory=dict)
-    """the training run's arguments as saved in the checkpoint"""
-
-    @property
-    def semantic_nc(self) -> int:
-        return self.info.semantic_nc(self.use_instance)
-
-    @property
-    def has_style(self) -> bool:
-        """Can take the style of a real image (SEAN's style codes, SPADE's VAE encoding)."""
-        return self.model == "sean" or self.use_vae
-
-    def segmap(self, label: torch.Tensor, instance: torch.Tensor | None = None) -> torch.Tensor:
-        """Generator input of label ids (data.make_segmap checks every id)."""
-        if self.use_instance and instance is None:
-            instance = label  # no instance map: region boundaries stand in for instance edges
-        return data.make_segmap(label, self.info, instance if self.use_instance else None)
-
-    @torch.no_grad()
-    def style_codes(self, image: torch.Tensor, label: torch.Tensor, instance=None) -> torch.Tensor:
-        """SEAN: the (B, num_regions, style_dim) style codes of (B, 3, H, W) images with their label maps."""
-        dev = next(self.G.parameters()).device
-        return self.G.encode_style(image.to(dev), self.segmap(label, instance).to(dev))
-
-    @torch.no_grad()
-    def generate(self, segmap: torch.Tensor, image: torch.Tensor | None = None, style_codes=None,
-                 generator: torch.Generator | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
-        """One image per segmap, in the style of ``image`` (SEAN codes / SPADE-VAE encoder mean), of
-        ``style_codes`` (SEAN) or of ``z`` (SPADE-VAE; random from ``generator`` when not given)."""
-        if self.model == "sean":
-            if style_codes is not None:
-                return self.G(segmap, style_codes=style_codes)
-            if image is None:
-                raise ValueError("SEAN needs a style: a real image or style codes")
-            return self.G(segmap, image=image)
-        if self.use_vae:
-            if image is not None:
-                z = self.E(image)[0]  # the encoder's mean
-            elif z is None:
-                z = torch.randn(segmap.shape[0], self.z_dim, generator=generator)
-            return self.G(segmap, z=z.to(segmap.device))
-        return self.G(segmap)
-
-
-def with_region_style(codes: torch.Tensor, source: torch.Tensor, k: int) -> torch.Tensor:
-    """SEAN per-region style transfer: a copy of the codes (B, R, D) whose region k takes ``source``'s."""
-    out = codes.clone()
-    out[:, k] = source[:, k]
-    return out
-
-
-def _config_size(config: dict) -> tuple[int, int]:
-    return round(config["crop_size"] / config["aspect_ratio"]), config["crop_size"]
-
-
-def _loaded_model(path, name: str, config: dict, G: nn.Module, E: nn.Module | None, info) -> LoadedModel:
-    """A LoadedModel of the networks of a run, described by its arguments (train.Args as a dict)."""
-    return LoadedModel(str(path), name, config["model"], bool(config["vae"]), G, E, config["dataset"],
-                       config.get("dataroot") or None, _config_size(config), info,
-                       bool(config["use_instance"] and info.has_instance), config["z_dim"], config["seed"],
-                       dict(config))
-
-
-def load_generator(checkpoint_path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
-    """The generator (and VAE encoder) of a train.py checkpoint or a run folder's newest, in eval mode,
-    rebuilt by models.build from the checkpoint's "model_args" (older ones: derived from their config)."""
-    path = Path(models.find_checkpoint(checkpoint_path))
-    ckpt = models.read_checkpoint(path)
-    if "G" not in ckpt:
-        raise ValueError(f"{path} is not a train.py checkpoint (no generator weights 'G')")
-    config = ckpt["config"]
-    size = _config_size(config)
-    info = build_split(config["dataset"], config.get("dataroot") or None, "val", size, length=2,
-                       seed=config["seed"]).info
-    use_instance = bool(config["use_instance"] and info.has_instance)
-    if "model_args" in ckpt:
-        model_args = models.ModelArgs(**ckpt["model_args"])
-    else:
-        model_args = models.ModelArgs.from_config(config, info.semantic_nc(use_instance), use_instance)
-    G, _D, E = models.build(model_args)
-    try:
-        G.load_state_dict(ckpt["G"])
-        if E is not None:
-            if ckpt.get("E") is None:
-                raise RuntimeError("the checkpoint has no encoder weights ('E')")
-            E.load_state_dict(ckpt["E"])
-    except RuntimeError as err:
-        raise ValueError(f"{path}: the weights do not fit a {config['model']} generator for "
-                         f"'{config['dataset']}' ({model_args.semantic_nc} input channels) at {size[0]}x"
-                         f"{size[1]}: was it trained on another dataset or label count? "
-                         f"({str(err).splitlines()[0]})") from err
-    name = f"{config['model']}{'+VAE' if config['vae'] else ''} ({path.parent.name}/{path.name})"
-    return _loaded_model(path, name, config, G.to(device).eval(), None if E is None else E.to(device).eval(),
-                         info)
-
-
-# The committed demo models (README "Demo weights"): the file name and the command that regenerates it.
-DEMO = {"spade": "python train.py --preset demo --name demo-spade",
-        "spade-vae": "python train.py --preset demo --vae --name demo-spade-vae",
-        "sean": "python train.py --preset demo --model sean --niter 12 --niter-decay 12 --name demo-sean"}
-
-
-def load_demo(name: str, device: str = "cpu") -> LoadedModel:
-    """One of the committed demo models, weights/demo-<name>.pt (name: spade, spade-vae or sean)."""
-    if name not in DEMO:
-        raise ValueError(f"no demo model '{name}': choose one of {', '.join(DEMO)}")
-    path = SHIPPED / f"demo-{name}.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{models.shown(path)} is missing: it is committed with the repository; to "
-                                f"make it again run `{DEMO[name]}`, then `python evaluate.py export --ckpt "
-                                f"runs/demo-{name} --out weights/demo-{name}.pt`")
-    return load_generator(path, device)
-
-
-# The options an official checkpoint does not store, as the official code's defaults and dataset options set
-# them (tests/test_official.py checks them against train.PRESETS). The official sync batch norm is plain
-# batch norm on one process in eval mode.
-OFFICIAL_DEFAULTS = dict(model="spade", vae=False, ngf=64, z_dim=256, style_dim=512, crop_size=256,
-                         aspect_ratio=1.0, num_upsampling_layers="normal", use_instance=True,
-                         param_free="batch")
-OFFICIAL_PRESETS = {
-    "ade20k": dict(dataset="ade20k"),  # also ADE20K-outdoor
-    "coco": dict(dataset="coco"),
-    "cityscapes": dict(dataset="cityscapes", crop_size=512, aspect_ratio=2.0, num_upsampling_layers="more"),
-    "celebamask": dict(dataset="celebamask", model="sean", use_instance=False),  # SEAN
-}
-
-
-@dataclass
-class OfficialModel:
-    """An official checkpoint rebuilt here: networks in eval mode and what is needed to feed them."""
-
-    G: nn.Module
-    """the generator"""
-    E: nn.Module | None
-    """SPADE's VAE encoder (when an encoder file was given), else None"""
-    args: SimpleNamespace
-    """the options the networks were built from (preset, official defaults, read from weights, overrides)"""
-    info: object
-    """data.DatasetInfo of the label layout (label_nc, don't-care)"""
-    official_ids: bool
-    """ADE20K: the official models take raw annotation ids (data.ADE20KDataset(official_ids=True))"""
-
-
-def load_official(generator, preset: str = "ade20k", encoder=None, *, label_nc: int | None = None,
-                  contain_dontcare: bool | None = None, device: str = "cpu", **overrides) -> OfficialModel:
-    """This project's network for an official latest_net_G.pth (NVlabs/SPADE, ZPdesu/SEAN; a path or its
-    state dict), with latest_net_E.pth as ``encoder`` for SPADE+VAE. The model kind, ngf, VAE and style size
-    are read from the weights; what the file does not store comes from the preset (OFFICIAL_PRESETS), with
-    ``label_nc``, ``contain_dontcare`` and any OFFICIAL_DEFAULTS option overridable. Keys that do not fit
-    raise models.OfficialCheckpointError, listing every one."""
-    if preset not in OFFICIAL_PRESETS:
-        raise ValueError(f"preset must be one of {', '.join(OFFICIAL_PRESETS)}, got {preset!r}")
-    if set(overrides) - set(OFFICIAL_DEFAULTS) - {"dataset"}:
-        raise ValueError(f"unknown options {sorted(set(overrides) - set(OFFICIAL_DEFAULTS))}; valid: "
-                         f"label_nc, contain_dontcare, dataset, {', '.join(OFFICIAL_DEFAULTS)}")
-    state = models.read_official_state(generator, "generator")
-    cfg = (OFFICIAL_DEFAULTS | OFFICIAL_PRESETS[preset] | models.official_options_from_weights(state)
-           | overrides | dict(preset=preset, seed=0, dataroot=""))
-    if encoder is not None and not cfg["vae"]:
-        raise ValueError("an encoder was given but the generator is not a VAE generator (its fc is a conv)")
-    info = data.DATASETS[cfg["dataset"]].INFO
-    if label_nc is not None or contain_dontcare is not None:
-        nc = info.label_nc if label_nc is None else int(label_nc)
-        dc = info.contain_dontcare if contain_dontcare is None else bool(contain_dontcare)
-        info = replace(info, label_nc=nc, contain_dontcare=dc, dontcare_label=nc if dc else None,
-                       class_names=info.class_names if nc == info.label_nc else ())
-    model_args = models.ModelArgs.from_config(cfg, info.semantic_nc(cfg["use_instance"]),
-                                              cfg["use_instance"] and info.has_instance)
-    with torch.device(device):
-        G, _D, E = models.build(model_args)
-    try:
-        G.load_state_dict(models.convert_official_state(state, G, "generator"))
-        if encoder is not None:
-            E.load_state_dict(models.convert_official_state(models.read_official_state(encoder, "encoder"), E,
-                                                           "encoder"))
-    except models.OfficialCheckpointError as err:
-        where = (f"a {cfg['model']}{'+VAE' if cfg['vae'] else ''} generator for '{preset}' "
-                 f"({model_args.semantic_nc} input channels, ngf {cfg['ngf']}, {_config_size(cfg)[0]}x"
-                 f"{cfg['crop_size']}, {cfg['num_upsampling_layers']})")
-        raise models.OfficialCheckpointError(f"{err}\n  built: {where}; is the preset, label count or crop "
-                                             "size right?") from None
-    return OfficialModel(G.eval(), E.eval() if encoder is not None else None, SimpleNamespace(**cfg), info,
-                         official_ids=cfg["dataset"] == "ade20k")
-
-
-def build_split(dataset: str, dataroot, split: str, size: tuple[int, int], length: int | None = None,
-                seed: int = 0):
-    """data.build_dataset, with the synthetic set's length and seed (the training run's seed: then its val
-    split never overlaps its train split)."""
-    if dataset == "synthetic":
-        return data.SyntheticLandscapes(split, size=size, length=length, seed=seed)
-    if not dataroot:
-        raise ValueError(f"the {dataset} dataset needs its folder: pass --dataroot")
-    if not Path(dataroot).is_dir():
-        raise FileNotFoundError(f"dataset folder {dataroot} does not exist")
-    return data.build_dataset(dataset, root=dataroot, split=split, size=size)
 
 
 # --- 5. The evaluation protocol -----------------------------------------------------------------------------
@@ -767,14 +526,6 @@ class MetricsArgs:
     """also a table of mean ± standard deviation over the checkpoints that differ only in their --seed"""
 
 
-def _batches(dataset, n: int, batch_size: int):
-    """Consecutive batches of the first n samples (stacked tensors), in order."""
-    for start in range(0, n, batch_size):
-        items = [dataset[i] for i in range(start, min(n, start + batch_size))]
-        keys = [k for k in items[0] if isinstance(items[0][k], torch.Tensor)]
-        yield {k: torch.stack([it[k] for it in items]) for k in keys}
-
-
 class FeatureExtractor:
     """Features for the Frechet distance: Inception pool3 when its weights are available, else the
     segmenter's (then named FALLBACK_NAME, never FID)."""
@@ -784,7 +535,7 @@ class FeatureExtractor:
         path, why = find_inception_weights(weights, download=download)
         if path is None:
             self.net, self.name = None, FALLBACK_NAME
-            hub = models.shown(Path(torch.hub.get_dir()) / "checkpoints")
+            hub = data.shown(Path(torch.hub.get_dir()) / "checkpoints")
             self.note = (f"Inception weights {FID_WEIGHTS_NAME} not found ({why}; pass --inception-weights "
                          f"or put the file in {hub}): the Frechet distance is computed on the evaluation "
                          "segmenter's pooled bottleneck features instead. It is NOT comparable to published "
@@ -820,8 +571,8 @@ def evaluate_real(val_set, info, n: int, segmenter, features: FeatureExtractor |
     """The "ground truth" row: the segmenter on the real validation images, and their features (if asked)."""
     conf = torch.zeros(info.label_nc, info.label_nc, dtype=torch.long)
     feats = []
-    for batch in _batches(val_set, n, args.batch_size):
-        real = quantize_png(batch["image"])
+    for batch in data.batches(val_set, n, args.batch_size):
+        real = data.quantize_png(batch["image"])
         conf += _confusion(segmenter, real, batch["label"], info, args.device)
         if features is not None:
             feats.append(features(real))
@@ -829,42 +580,43 @@ def evaluate_real(val_set, info, n: int, segmenter, features: FeatureExtractor |
 
 
 @torch.no_grad()
-def synthesis_scores(lm: LoadedModel, val_set, n: int, segmenter, features: FeatureExtractor, real_features,
+def synthesis_scores(lm: models.LoadedModel, val_set, n: int, segmenter, features: FeatureExtractor,
+                     real_features,
                      args: MetricsArgs, gen: torch.Generator) -> dict:
     """mIoU/accuracy and Frechet distance of images synthesized from the first n validation label maps, and
     PSNR/SSIM/RMSE of their reconstruction for models with a style input."""
     torch.manual_seed(args.seed)  # generator noise (SEAN) reproducible
     conf = torch.zeros(lm.info.label_nc, lm.info.label_nc, dtype=torch.long)
     feats, rec = [], {"psnr": [], "ssim": [], "rmse": []}
-    for batch in _batches(val_set, n, args.batch_size):
+    for batch in data.batches(val_set, n, args.batch_size):
         segmap = lm.segmap(batch["label"], batch.get("instance")).to(args.device)
         image = batch["image"].to(args.device)
         # the papers' setting: SEAN takes the real image's style (its test protocol), SPADE+VAE a random z
         style = image if lm.model == "sean" else None
-        fake = quantize_png(lm.generate(segmap, image=style, generator=gen).cpu())
+        fake = data.quantize_png(lm.generate(segmap, image=style, generator=gen).cpu())
         conf += _confusion(segmenter, fake, batch["label"], lm.info, args.device)
         feats.append(features(fake))
         if lm.has_style:
-            recon = fake if lm.model == "sean" else quantize_png(lm.generate(segmap, image=image).cpu())
-            real = quantize_png(batch["image"])
+            recon = fake if lm.model == "sean" else data.quantize_png(lm.generate(segmap, image=image).cpu())
+            real = data.quantize_png(batch["image"])
             for key, metric in (("psnr", psnr), ("ssim", ssim), ("rmse", rmse)):
                 rec[key].append(metric(recon, real))
-    result = {"name": lm.name, "checkpoint": models.shown(lm.path), "model": lm.model, "vae": lm.use_vae,
+    result = {"name": lm.name, "checkpoint": data.shown(lm.path), "model": lm.model, "vae": lm.use_vae,
               **miou_and_accuracy(conf),
               "frechet": frechet_distance_features(real_features, torch.cat(feats))}
     return result | {k: float(torch.cat(v).mean()) if v else None for k, v in rec.items()}
 
 
 @torch.no_grad()
-def _diversity(lm: LoadedModel, val_set, n: int, args: MetricsArgs, gen: torch.Generator,
+def _diversity(lm: models.LoadedModel, val_set, n: int, args: MetricsArgs, gen: torch.Generator,
                lpips=None) -> dict:
     """Pairwise L1, MS-SSIM and LPIPS of ``n_samples`` samples per label map; None for models without a
     latent to sample (all but SPADE+VAE map their inputs to one image)."""
     scores = {"diversity": [], "diversity_ms_ssim": [], "diversity_lpips": []}
     if lm.use_vae and args.n_samples >= 2 and n > 0:
-        for batch in _batches(val_set, n, args.batch_size):
+        for batch in data.batches(val_set, n, args.batch_size):
             segmap = lm.segmap(batch["label"], batch.get("instance")).to(args.device)
-            samples = torch.stack([quantize_png(lm.generate(segmap, generator=gen).cpu())
+            samples = torch.stack([data.quantize_png(lm.generate(segmap, generator=gen).cpu())
                                    for _ in range(args.n_samples)], 1)  # (B, S, 3, H, W)
             for one in samples:
                 scores["diversity"].append(mean_pairwise_l1(one))
@@ -875,7 +627,45 @@ def _diversity(lm: LoadedModel, val_set, n: int, args: MetricsArgs, gen: torch.G
 
 
 @torch.no_grad()
-def region_transfer(lm: LoadedModel, val_set, n_pairs: int, args: MetricsArgs,
+def _transfer_pair(lm: models.LoadedModel, val_set, i: int, j: int, min_area: float, dev: str,
+                   s: dict[str, list]) -> None:
+    """region_transfer for one pair (A = val_set[i], B = val_set[j]): appends each class's scores to s."""
+    a, b, K = val_set[i], val_set[j], lm.info.label_nc
+
+    def colours(image, label):  # (K, 3) mean colour of each class region, 0 for absent classes
+        return data.region_mean_colours(image[None].double(), label[None], K)[0][0]
+
+    area_a, area_b = (torch.bincount(x["label"].flatten().clamp(0, K), minlength=K + 1)[:K]
+                      / x["label"].numel() for x in (a, b))
+    classes = [k for k in range(K) if area_a[k] >= min_area and area_b[k] >= min_area]
+    if not classes:
+        return
+    codes_a, codes_b = (lm.style_codes(x["image"][None], x["label"], x.get("instance")) for x in (a, b))
+    seg_a = lm.segmap(a["label"], a.get("instance")).to(dev)
+    recon = data.quantize_png(lm.generate(seg_a, style_codes=codes_a).cpu())[0]
+    codes = torch.cat([models.with_region_style(codes_a, codes_b, k) for k in classes])
+    outs = data.quantize_png(lm.generate(seg_a.repeat(len(classes), 1, 1, 1), style_codes=codes).cpu())
+    col_a, col_b = (colours(data.quantize_png(x["image"]), x["label"]) for x in (a, b))
+    col_rec = colours(recon, a["label"])
+    for row, k in enumerate(classes):
+        col_out = colours(outs[row], a["label"])
+        d_b, d_a = (col_out[k] - col_b[k]).norm(), (col_out[k] - col_a[k]).norm()
+        s["to_b"].append(float(d_b))
+        s["to_b_before"].append(float((col_rec[k] - col_b[k]).norm()))
+        s["success"].append(float(d_b < d_a))
+        s["gap"].append(float((col_a[k] - col_b[k]).norm()))
+        rest = [c for c in range(K) if c != k and area_a[c] > 0]
+        if rest:
+            s["others"].append(float((col_out[rest] - col_rec[rest]).norm(dim=1).mean()))
+        if hasattr(val_set, "render") and "style" in a:
+            style = a["style"].clone()
+            style[k] = b["style"][k]
+            target = data.quantize_png(val_set.render(i, style.numpy(), a["label"].numpy()))[None]
+            s["gt_rmse"].append(float(rmse(outs[row][None], target)))
+            s["gt_rmse_before"].append(float(rmse(recon[None], target)))
+
+
+def region_transfer(lm: models.LoadedModel, val_set, n_pairs: int, args: MetricsArgs,
                     min_area: float = 0.05) -> dict:
     """SEAN per-region style transfer on the synthetic landscapes. For pairs (A, B) and each class k covering
     >= min_area of both, A's code of class k is replaced by B's. The dataset draws each region's palette
@@ -889,42 +679,9 @@ def region_transfer(lm: LoadedModel, val_set, n_pairs: int, args: MetricsArgs,
         return no_transfer
     half = min(len(val_set), 2 * n_pairs) // 2
     torch.manual_seed(args.seed)
-    K, dev = lm.info.label_nc, args.device
-
-    def colours(image, label):  # (K, 3) mean colour of each class region, 0 for absent classes
-        return data.region_mean_colours(image[None].double(), label[None], K)[0][0]
-
     s = {k: [] for k in ("to_b", "to_b_before", "success", "others", "gt_rmse", "gt_rmse_before", "gap")}
     for i in range(half):
-        a, b = val_set[i], val_set[i + half]
-        area_a, area_b = (torch.bincount(x["label"].flatten().clamp(0, K), minlength=K + 1)[:K]
-                          / x["label"].numel() for x in (a, b))
-        classes = [k for k in range(K) if area_a[k] >= min_area and area_b[k] >= min_area]
-        if not classes:
-            continue
-        codes_a, codes_b = (lm.style_codes(x["image"][None], x["label"], x.get("instance")) for x in (a, b))
-        seg_a = lm.segmap(a["label"], a.get("instance")).to(dev)
-        recon = quantize_png(lm.generate(seg_a, style_codes=codes_a).cpu())[0]
-        codes = torch.cat([with_region_style(codes_a, codes_b, k) for k in classes])
-        outs = quantize_png(lm.generate(seg_a.repeat(len(classes), 1, 1, 1), style_codes=codes).cpu())
-        col_a, col_b = (colours(quantize_png(x["image"]), x["label"]) for x in (a, b))
-        col_rec = colours(recon, a["label"])
-        for row, k in enumerate(classes):
-            col_out = colours(outs[row], a["label"])
-            d_b, d_a = (col_out[k] - col_b[k]).norm(), (col_out[k] - col_a[k]).norm()
-            s["to_b"].append(float(d_b))
-            s["to_b_before"].append(float((col_rec[k] - col_b[k]).norm()))
-            s["success"].append(float(d_b < d_a))
-            s["gap"].append(float((col_a[k] - col_b[k]).norm()))
-            rest = [j for j in range(K) if j != k and area_a[j] > 0]
-            if rest:
-                s["others"].append(float((col_out[rest] - col_rec[rest]).norm(dim=1).mean()))
-            if hasattr(val_set, "render") and "style" in a:
-                style = a["style"].clone()
-                style[k] = b["style"][k]
-                target = quantize_png(val_set.render(i, style.numpy(), a["label"].numpy()))[None]
-                s["gt_rmse"].append(float(rmse(outs[row][None], target)))
-                s["gt_rmse_before"].append(float(rmse(recon[None], target)))
+        _transfer_pair(lm, val_set, i, i + half, min_area, args.device, s)
     if not s["to_b"]:
         return no_transfer
     mean = {k: float(np.mean(v)) if v else None for k, v in s.items()}
@@ -968,7 +725,7 @@ NOT_TRAINING = ("seed", "name", "out_dir", "resume", "threads", "progress", "dev
                 "log_every", "sample_every", "save_every", "keep_checkpoints", "overwrite")
 
 
-def over_seeds(loaded: list[LoadedModel], rows: list[dict]) -> list[dict]:
+def over_seeds(loaded: list[models.LoadedModel], rows: list[dict]) -> list[dict]:
     """One row per group of checkpoints that differ only in --seed (same step): every finite metric as its
     mean, and its sample standard deviation under key + "_std"."""
     groups: dict[str, list] = {}
@@ -1008,11 +765,11 @@ def _jsonable(obj):
     return obj
 
 
-def _table_models(args: MetricsArgs) -> list[LoadedModel]:
+def _table_models(args: MetricsArgs) -> list[models.LoadedModel]:
     """The checkpoints of one table: all of one dataset, size and label count."""
     if not args.ckpt:
         raise ValueError("metrics needs at least one --ckpt")
-    loaded = [load_generator(p, args.device) for p in args.ckpt]
+    loaded = [sample.load_generator(p, args.device) for p in args.ckpt]
     first = loaded[0]
     for lm in loaded:
         if args.dataset and lm.dataset != args.dataset:
@@ -1024,7 +781,7 @@ def _table_models(args: MetricsArgs) -> list[LoadedModel]:
     return loaded
 
 
-def _table_notes(first: LoadedModel, n: int, seg_desc: str, features: FeatureExtractor,
+def _table_notes(first: models.LoadedModel, n: int, seg_desc: str, features: FeatureExtractor,
                  args: MetricsArgs) -> list[str]:
     fd_note = features.note
     if features.net is not None:
@@ -1052,7 +809,7 @@ def run_metrics(args: MetricsArgs, log=print) -> dict:
     torch.manual_seed(args.seed)
     loaded = _table_models(args)
     first, dataroot = loaded[0], args.dataroot or loaded[0].dataroot
-    val_set = build_split(first.dataset, dataroot, "val", first.size,
+    val_set = data.build_split(first.dataset, dataroot, "val", first.size,
                           length=max(args.n_eval, 2 * args.n_transfer), seed=first.seed)
     n = min(len(val_set), args.n_eval)
     if n < 2:
@@ -1099,9 +856,9 @@ class TrainingEvaluator:
 
     def __init__(self, config: dict, n: int, segmenter: str | None = None, device: str = "cpu", log=print,
                  trust: bool = False):
-        self.config, self.size = dict(config), _config_size(config)
+        self.config, self.size = dict(config), models.config_size(config)
         dataset, dataroot, seed = config["dataset"], config.get("dataroot") or None, config["seed"]
-        self.val_set = build_split(dataset, dataroot, "val", self.size, length=n, seed=seed)
+        self.val_set = data.build_split(dataset, dataroot, "val", self.size, length=n, seed=seed)
         self.n = min(n, len(self.val_set))
         self.info = self.val_set.info
         self.metrics = MetricsArgs(ckpt=[], device=device, seed=seed)
@@ -1116,7 +873,7 @@ class TrainingEvaluator:
     @torch.no_grad()
     def __call__(self, G: nn.Module, E: nn.Module | None) -> dict:
         """Scores of G (and E) as they are now: eval mode inside, the callers' mode and RNG left as found."""
-        lm = _loaded_model("(training)", self.config["name"], self.config, G, E, self.info)
+        lm = models.LoadedModel.from_run("(training)", self.config["name"], self.config, G, E, self.info)
         modes = [(m, m.training) for m in (G, E) if m is not None]
         dev = next(G.parameters()).device
         with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
@@ -1130,244 +887,6 @@ class TrainingEvaluator:
                 for m, mode in modes:
                     m.train(mode)
         return {"miou": row["miou"], "accuracy": row["accuracy"], "frechet": row["frechet"]}
-
-
-# --- 6. Synthesis and editing -------------------------------------------------------------------------------
-
-
-def read_label_map(path: str | os.PathLike, info, size: tuple[int, int], palette: str | None = None,
-                   resize: bool = False, official_ids: bool = False) -> torch.Tensor:
-    """A label map file -> (H, W) class ids, don't-care as info.dontcare_label. Single-channel files hold the
-    dataset's own ids (mapped and checked by its loader's ``map_label``); colour files are decoded with
-    ``palette``, else with this project's colours. ``official_ids``: ADE20K's raw ids, as the official
-    checkpoints take them. Another size is an error unless ``resize`` (nearest). Errors: ValueError."""
-    path = Path(path)
-    try:
-        with Image.open(path) as im:  # the header only: the size is checked before any pixel is decoded
-            drawn_here = im.mode in ("RGB", "RGBA") and not palette
-            if im.width * im.height > MAX_LABEL_PIXELS:
-                raise ValueError(f"{path}: label map of {im.width}x{im.height} pixels; at most "
-                                 f"{MAX_LABEL_PIXELS:,} pixels (4096x4096) are read: scale it down first")
-        if drawn_here:  # drawn with this project's colours (data.colorize): training ids
-            colours = data.load_palette(data.dataset_palette(info.name, info.label_nc))
-            label = data.read_label_file(str(path), colours)
-            if official_ids:  # ADE20K's raw ids: class k is k + 1, don't-care is 0
-                label = np.where(label == info.dontcare_label, 0, label + 1)
-        else:
-            raw = data.read_label_file(str(path), data.load_palette(palette) if palette else None)
-            map_label = getattr(data.DATASETS.get(info.name), "map_label", data.PairedFolderDataset.map_label)
-            label = map_label(SimpleNamespace(info=info, official_ids=official_ids), raw, str(path))
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read the label map ({err})") from err
-    except data.DataError as err:
-        raise ValueError(str(err)) from err
-    label = torch.from_numpy(np.ascontiguousarray(label)).long()
-    if tuple(label.shape) != tuple(size):
-        if not resize:
-            raise ValueError(f"{path}: label map is {tuple(label.shape)} (H, W) but the model makes "
-                             f"{tuple(size)}; pass --resize-labels to resize it (nearest neighbour)")
-        label = F.interpolate(label[None, None].float(), size=size, mode="nearest")[0, 0].long()
-    return label
-
-
-def _list_label_files(labels: str | os.PathLike) -> list[Path]:
-    path = Path(labels)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise FileNotFoundError(f"--labels {path} does not exist")
-    exts = {".png", ".bmp", ".tif", ".tiff", ".gif"}
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in exts and p.is_file())
-    if not files:
-        raise ValueError(f"--labels {path}: the folder holds no label maps (*.png, *.bmp, *.tif)")
-    return files
-
-
-def read_style_image(spec: str, lm: LoadedModel, palette: str | None):
-    """'image[:label]' -> the image ([-1, 1], at the model's size) and, for SEAN, its label map (default:
-    ``<stem>_label.png`` beside the image)."""
-    image_path, _, label_path = spec.partition(":")
-    if not Path(image_path).is_file():
-        raise FileNotFoundError(f"style image {image_path} does not exist")
-    image = data.read_image_file(image_path)
-    if tuple(image.shape[-2:]) != lm.size:
-        image = F.interpolate(image[None], size=lm.size, mode="bilinear", align_corners=False,
-                              antialias=True)[0]
-    if lm.model != "sean":
-        return image, None
-    if not label_path:
-        sibling = Path(image_path).with_name(Path(image_path).stem + "_label.png")
-        if not sibling.is_file():
-            raise ValueError(f"SEAN needs the label map of the style image {image_path} to pool its regions: "
-                             f"write 'image:label' or put {sibling.name} beside it")
-        label_path = str(sibling)
-    return image, read_label_map(label_path, lm.info, lm.size, palette, resize=True)
-
-
-@torch.no_grad()
-def mean_style_codes(lm: LoadedModel, n: int = 200, batch_size: int = 16) -> torch.Tensor:
-    """SEAN's per-class mean style code over n real training images (zeros for classes never present): the
-    official repository's default style for a label map without a style image."""
-    train_set = build_split(lm.dataset, lm.dataroot, "train", lm.size, length=n, seed=lm.seed)
-    n = min(n, len(train_set))
-    total = count = 0
-    dev = next(lm.G.parameters()).device
-    for batch in _batches(train_set, n, batch_size):
-        segmap = lm.segmap(batch["label"], batch.get("instance")).to(dev)
-        codes = lm.G.encode_style(batch["image"].to(dev), segmap)
-        present = (segmap[:, :lm.G.num_regions].flatten(2).sum(-1) > 0).double()  # (B, num_regions)
-        total = total + (codes.double() * present[..., None]).sum(0)
-        count = count + present.sum(0)
-    return (total / count.clamp(min=1)[:, None]).float()[None]
-
-
-def _class_id(name: str, info) -> int:
-    if name.isdigit():
-        k = int(name)
-    elif name in info.class_names:
-        k = info.class_names.index(name)
-    else:
-        raise ValueError(f"--region-style: unknown class '{name}' (classes: {', '.join(info.class_names)} "
-                         "or an id)")
-    if not 0 <= k < info.label_nc:
-        raise ValueError(f"--region-style: class id {k} outside 0..{info.label_nc - 1}")
-    return k
-
-
-@dataclass
-class SynthesizeArgs:
-    """``python evaluate.py synthesize``: PNGs from label maps, with optional style control."""
-
-    ckpt: str
-    """checkpoint written by train.py or a run folder (with --official: the official latest_net_G.pth)"""
-    labels: str
-    """a label map file or a folder of them (single-channel ids, or colour-coded with --palette)"""
-    out: str = "synth"
-    """output folder"""
-    n_samples: int = 1
-    """random samples per label map (SPADE+VAE: z ~ N(0, I); SEAN: styles of random training images)"""
-    style_image: str = ""
-    """whole picture in the style of this photo: 'photo.png' (SPADE+VAE), 'photo.png:label.png' (SEAN)"""
-    region_style: list[str] = field(default_factory=list)
-    """SEAN: class=photo.png[:label.png] takes that class's style from that photo (repeatable)"""
-    palette: str = ""
-    """colour label maps: JSON palette ([r, g, b] per id, or {"#rrggbb": id}) or cityscapes | ade20k | coco"""
-    resize_labels: bool = False
-    """resize label maps of another size to the model's (nearest) instead of failing"""
-    mean_style_images: int = 200
-    """SEAN without a style image: per-class mean style code over this many training images"""
-    seed: int = 0
-    """seed of the random samples"""
-    device: str = "cpu"
-    """torch device"""
-    official: str = ""
-    """--ckpt is an official NVlabs/SPADE or ZPdesu/SEAN generator of this preset (ade20k: also outdoor)"""
-    official_encoder: str = ""
-    """with --official: the official latest_net_E.pth of a SPADE+VAE generator"""
-    official_option: list[str] = field(default_factory=list)
-    """with --official: name=value overriding a preset option (crop_size=512, label_nc=...), repeatable"""
-
-
-def _official_generator(args: SynthesizeArgs) -> LoadedModel:
-    """``synthesize --official``: load_official with the --official-option 'name=value' overrides."""
-    types = {k: type(v) for k, v in OFFICIAL_DEFAULTS.items()} | dict(dataset=str, label_nc=int,
-                                                                      contain_dontcare=bool)
-    kw = {}
-    for item in args.official_option:
-        name, _, value = item.partition("=")
-        if name not in types or not value:
-            raise ValueError(f"--official-option {item!r}: write name=value, name one of {sorted(types)}")
-        try:
-            kw[name] = value.lower() in ("1", "true", "yes") if types[name] is bool else types[name](value)
-        except ValueError:
-            raise ValueError(f"--official-option {item!r}: {name} takes {types[name].__name__} values, got "
-                             f"{value!r}") from None
-    if not Path(args.ckpt).is_file():
-        raise FileNotFoundError(f"official checkpoint {args.ckpt} does not exist")
-    om = load_official(args.ckpt, args.official, args.official_encoder or None, **kw)
-    a = om.args
-    name = f"official {a.model}{'+VAE' if a.vae else ''} {args.official} ({Path(args.ckpt).name})"
-    return _loaded_model(args.ckpt, name, vars(a) | {"official_ids": om.official_ids}, om.G.to(args.device),
-                         None if om.E is None else om.E.to(args.device), om.info)
-
-
-def _synthesis_model(args: SynthesizeArgs) -> LoadedModel:
-    """The generator of ``synthesize``, refused early when it cannot do what the arguments ask."""
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a file; synthesize writes one PNG per label map into a folder")
-    lm = _official_generator(args) if args.official else load_generator(args.ckpt, args.device)
-    if args.n_samples < 1:
-        raise ValueError("--n-samples must be >= 1")
-    if args.n_samples > 1 and not lm.has_style:
-        raise ValueError(f"{lm.model} is deterministic (one image per label map): --n-samples needs "
-                         "SPADE+VAE or SEAN")
-    if (args.style_image or args.region_style) and not lm.has_style:
-        raise ValueError(f"{lm.model} without VAE takes no style: --style-image needs SPADE+VAE or SEAN")
-    if args.region_style and lm.model != "sean":
-        raise ValueError("--region-style needs SEAN (SPADE's VAE encodes one code for the whole image)")
-    return lm
-
-
-def _sean_style(lm: LoadedModel, args: SynthesizeArgs) -> torch.Tensor:
-    """SEAN's style codes (1, R, D) of --style-image (else the training images' mean codes), then each
-    --region-style class taken from its own photo."""
-    if args.style_image:
-        image, label = read_style_image(args.style_image, lm, args.palette or None)
-        codes = lm.style_codes(image[None], label[None])
-    else:
-        codes = mean_style_codes(lm, args.mean_style_images).to(args.device)
-    for spec in args.region_style:
-        name, _, image_spec = spec.partition("=")
-        if not image_spec:
-            raise ValueError(f"--region-style {spec!r}: write class=photo.png[:label.png]")
-        k = _class_id(name, lm.info)
-        image, label = read_style_image(image_spec, lm, args.palette or None)
-        if not (label == k).any():
-            raise ValueError(f"--region-style {spec}: class '{name}' does not occur in that photo's label "
-                             "map")
-        codes = with_region_style(codes, lm.style_codes(image[None], label[None]), k)
-    return codes
-
-
-@torch.no_grad()
-def synthesize(args: SynthesizeArgs, log=print) -> list[Path]:
-    """Write one PNG per label map and sample; returns the written paths."""
-    lm = _synthesis_model(args)
-    files = _list_label_files(args.labels)
-    labels = [read_label_map(f, lm.info, lm.size, args.palette or None, args.resize_labels,
-                             lm.config.get("official_ids", False)) for f in files]
-    dev, gen = args.device, torch.Generator().manual_seed(args.seed)
-    torch.manual_seed(args.seed)
-    style_image = codes = random_styles = None
-    if lm.model == "sean":
-        codes = _sean_style(lm, args)
-        if args.n_samples > 1:  # the styles of random real images (the base codes where a class is absent)
-            random_styles = build_split(lm.dataset, lm.dataroot, "train", lm.size, length=1000, seed=lm.seed)
-    elif args.style_image:
-        style_image = read_style_image(args.style_image, lm, args.palette or None)[0][None].to(dev)
-    # SPADE+VAE without a style image: one sample is the prior's mean z = 0, several are z ~ N(0, I)
-    mean_z = lm.use_vae and style_image is None and args.n_samples == 1
-    z = torch.zeros(1, lm.z_dim, device=dev) if mean_z else None
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path, label in zip(files, labels, strict=True):
-        segmap = lm.segmap(label[None]).to(dev)
-        for s in range(args.n_samples):
-            sample_codes = codes
-            if random_styles is not None:
-                item = random_styles[int(torch.randint(len(random_styles), (1,), generator=gen))]
-                seg_r = lm.segmap(item["label"][None], item.get("instance")).to(dev)
-                present = seg_r.flatten(2).sum(-1)[..., None] > 0
-                sample_codes = torch.where(present, lm.style_codes(item["image"][None], item["label"][None],
-                                                                   item.get("instance")), codes)
-            fake = lm.generate(segmap, image=style_image, style_codes=sample_codes, generator=gen, z=z)
-            name = f"{path.stem}.png" if args.n_samples == 1 else f"{path.stem}_sample{s}.png"
-            pixels = (quantize_png(fake[0].cpu()) * 255).round().byte().permute(1, 2, 0).numpy()
-            Image.fromarray(pixels).save(out / name)
-            written.append(out / name)
-    log(f"[synthesize] wrote {len(written)} images to {out}")
-    return written
 
 
 # --- 7. README figures: a side-by-side comparison and a SEAN per-region transfer grid -----------------------
@@ -1410,21 +929,21 @@ def comparison_figure(ckpts: list[str], out: str | os.PathLike, n: int = 6, titl
                       device: str = "cpu") -> Path:
     """Rows: validation label maps; columns: label | one output per checkpoint | real image. SEAN takes the
     real image's style (as in its paper), SPADE+VAE a fixed random z (seed 0)."""
-    loaded = [load_generator(c, device) for c in ckpts]
+    loaded = [sample.load_generator(c, device) for c in ckpts]
     first = loaded[0]
     for lm in loaded[1:]:
         if (lm.dataset, lm.size, lm.semantic_nc) != (first.dataset, first.size, first.semantic_nc):
             raise ValueError(f"{lm.path} and {first.path} were trained on different data")
-    val = build_split(first.dataset, first.dataroot, "val", first.size, length=n, seed=first.seed)
-    batch = next(_batches(val, n, n))
+    val = data.build_split(first.dataset, first.dataroot, "val", first.size, length=n, seed=first.seed)
+    batch = next(data.batches(val, n, n))
     colours = data.dataset_palette(first.info.name, first.info.label_nc)
     columns = [[data.colorize(label, colours) for label in batch["label"]]]
     for lm in loaded:
         seg = lm.segmap(batch["label"], batch.get("instance")).to(device)
         image = batch["image"].to(device) if lm.model == "sean" else None
         fake = lm.generate(seg, image=image, generator=torch.Generator().manual_seed(0))
-        columns.append(quantize_png(fake.cpu()))
-    columns.append(quantize_png(batch["image"]))
+        columns.append(data.quantize_png(fake.cpu()))
+    columns.append(data.quantize_png(batch["image"]))
     titles = titles or [lm.name.split(" (")[0] for lm in loaded]
     return _save_grid([list(row) for row in zip(*columns, strict=True)], ["label"] + titles + ["real"], out)
 
@@ -1435,7 +954,7 @@ def contrasting_pairs(val_set, class_ids: list[int], n: int, min_gap: float = 0.
     of region_transfer): a transfer then has a visible difference to show."""
     K = val_set.info.label_nc
     present = [i for i in range(len(val_set)) if all((val_set[i]["label"] == k).any() for k in class_ids)]
-    colours = {i: data.region_mean_colours(quantize_png(val_set[i]["image"])[None].double(),
+    colours = {i: data.region_mean_colours(data.quantize_png(val_set[i]["image"])[None].double(),
                                            val_set[i]["label"][None], K)[0][0] for i in present}
     pairs, used = [], set()
     for a in present:
@@ -1458,11 +977,11 @@ def transfer_figure(ckpt: str, out: str | os.PathLike, n: int = 3, classes: tupl
     region's colour differs by >= min_gap), a row of A, B, A from its own style codes, and A with one class's
     code taken from B; under it A's label map and |A with B's class - A own style| (mean over RGB), titled
     with the share of that difference inside the class's region: only that region changes."""
-    lm = load_generator(ckpt, device)
+    lm = sample.load_generator(ckpt, device)
     if lm.model != "sean":
         raise ValueError(f"{ckpt} is a {lm.model} checkpoint; per-region transfer needs SEAN")
-    val = build_split(lm.dataset, lm.dataroot, "val", lm.size, length=400, seed=lm.seed)
-    ids = [_class_id(c, lm.info) for c in classes]
+    val = data.build_split(lm.dataset, lm.dataroot, "val", lm.size, length=400, seed=lm.seed)
+    ids = [sample.class_id(c, lm.info) for c in classes]
     palette = data.dataset_palette(lm.info.name, lm.info.label_nc)
     rows, cell_titles, labels = [], {}, []
     for a_i, b_i in contrasting_pairs(val, ids, n, min_gap):
@@ -1470,16 +989,16 @@ def transfer_figure(ckpt: str, out: str | os.PathLike, n: int = 3, classes: tupl
         codes_a, codes_b = (lm.style_codes(x["image"][None], x["label"][None]) for x in (a, b))
         seg_a = lm.segmap(a["label"][None]).to(device)
         outs = []
-        for codes in [codes_a] + [with_region_style(codes_a, codes_b, k) for k in ids]:
+        for codes in [codes_a] + [models.with_region_style(codes_a, codes_b, k) for k in ids]:
             with torch.random.fork_rng():  # the same noise draw for every image: |Δ| is the style's doing
                 torch.manual_seed(0)
-                outs.append(quantize_png(lm.generate(seg_a, style_codes=codes).cpu())[0])
+                outs.append(data.quantize_png(lm.generate(seg_a, style_codes=codes).cpu())[0])
         diffs = [(o - outs[0]).abs().mean(0) for o in outs[1:]]
         r = len(rows) + 1
         for c, (k, d) in enumerate(zip(ids, diffs, strict=True)):
             inside = 100 * d[a["label"] == k].sum() / d.sum().clamp_min(1e-12)
             cell_titles[(r, 3 + c)] = f"|Δ|: {inside:.0f}% in {lm.info.class_names[k]}"
-        rows.append([quantize_png(a["image"]), quantize_png(b["image"])] + list(outs))
+        rows.append([data.quantize_png(a["image"]), data.quantize_png(b["image"])] + list(outs))
         rows.append([data.colorize(a["label"], palette), data.colorize(b["label"], palette), None] + diffs)
         labels += [f"pair {a_i}/{b_i}", "labels, |Δ|"]
     return _save_grid(rows, ["A", "B", "A, own style"] + [f"A, {c} of B" for c in classes], out, cell_titles,
@@ -1491,17 +1010,17 @@ def samples_figure(ckpt: str, out: str | os.PathLike, n: int = 4, n_samples: int
                    device: str = "cpu") -> Path:
     """SPADE+VAE multi-modal synthesis: rows are validation label maps; columns show the label map, the real
     image, its reconstruction from z = mu(x), then n_samples images from z ~ N(0, I) (seed 0)."""
-    lm = load_generator(ckpt, device)
+    lm = sample.load_generator(ckpt, device)
     if not lm.use_vae:
         raise ValueError(f"{ckpt} is a {lm.model} checkpoint without the VAE; samples need SPADE+VAE")
-    val = build_split(lm.dataset, lm.dataroot, "val", lm.size, length=n, seed=lm.seed)
-    batch = next(_batches(val, n, n))
+    val = data.build_split(lm.dataset, lm.dataroot, "val", lm.size, length=n, seed=lm.seed)
+    batch = next(data.batches(val, n, n))
     seg = lm.segmap(batch["label"], batch.get("instance")).to(device)
     gen = torch.Generator().manual_seed(0)
     columns = [[data.colorize(label, data.dataset_palette(lm.info.name, lm.info.label_nc))
-                for label in batch["label"]], quantize_png(batch["image"]),
-               quantize_png(lm.generate(seg, image=batch["image"].to(device)).cpu())]
-    columns += [quantize_png(lm.generate(seg, generator=gen).cpu()) for _ in range(n_samples)]
+                for label in batch["label"]], data.quantize_png(batch["image"]),
+               data.quantize_png(lm.generate(seg, image=batch["image"].to(device)).cpu())]
+    columns += [data.quantize_png(lm.generate(seg, generator=gen).cpu()) for _ in range(n_samples)]
     titles = ["label", "real", "z = mu(real)"] + [f"z ~ N(0, I) #{i + 1}" for i in range(n_samples)]
     return _save_grid([list(row) for row in zip(*columns, strict=True)], titles, out)
 
@@ -1512,7 +1031,7 @@ def samples_figure(ckpt: str, out: str | os.PathLike, n: int = 4, n_samples: int
 def segmenter_command(ns: argparse.Namespace) -> None:
     """``python evaluate.py segmenter``: train (or load) the cached segmenter and score the real images."""
     size = (ns.size[0], ns.size[-1])
-    val = build_split(ns.dataset, ns.dataroot, "val", size, length=ns.n_eval)
+    val = data.build_split(ns.dataset, ns.dataroot, "val", size, length=ns.n_eval)
     net, _ = evaluation_segmenter(None, ns.dataset, ns.dataroot, size, val.info, 0,
                                   SegmenterConfig(steps=ns.seg_steps), ns.cache_dir, ns.device,
                                   retrain=ns.retrain)
@@ -1531,10 +1050,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    models.add_dataclass_args(sub.add_parser("metrics", help="evaluation table of one or more checkpoints"),
+    sample.add_dataclass_args(sub.add_parser("metrics", help="evaluation table of one or more checkpoints"),
                               MetricsArgs)
-    models.add_dataclass_args(sub.add_parser("synthesize", help="PNGs from label maps, with style control"),
-                              SynthesizeArgs, choices={"official": ("", *OFFICIAL_PRESETS)})
     fig = sub.add_parser("figures", help="README figures: model comparison, SEAN region transfer, "
                                          "SPADE+VAE samples")
     fig.add_argument("--ckpt", nargs="+", required=True, help="checkpoints or run folders, one column each")
@@ -1543,9 +1060,6 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--vae", default=None, help="SPADE+VAE checkpoint for the multi-modal samples figure")
     fig.add_argument("--out", default="assets", help="output folder (default: assets)")
     fig.add_argument("--n", type=int, default=6, help="rows of the comparison figure (default: 6)")
-    exp = sub.add_parser("export", help="generator (+ encoder) weights only, float16 (as in weights/)")
-    exp.add_argument("--ckpt", required=True, help="checkpoint written by train.py, or a run folder (newest)")
-    exp.add_argument("--out", required=True, help="file to write, e.g. weights/demo-sean.pt")
     seg = sub.add_parser("segmenter", help="train/load the cached evaluation segmenter, score real images")
     seg.add_argument("--dataset", default="synthetic", help="dataset name (default: synthetic)")
     seg.add_argument("--dataroot", default=None, help="dataset folder (real datasets)")
@@ -1569,28 +1083,11 @@ def check_figure_inputs(ns: argparse.Namespace) -> None:
         raise ValueError(f"--n {ns.n}: the comparison needs at least one row")
     for flag, path, fits, what in (("--sean", ns.sean, lambda lm: lm.model == "sean", "SEAN"),
                                    ("--vae", ns.vae, lambda lm: lm.use_vae, "SPADE+VAE")):
-        if path and not fits(lm := load_generator(path)):
+        if path and not fits(lm := sample.load_generator(path)):
             raise ValueError(f"{flag} {path} is a {lm.model}{' +VAE' if lm.use_vae else ''} checkpoint; "
                              f"{flag} needs {what}")
     if Path(ns.out).exists() and not Path(ns.out).is_dir():
         raise ValueError(f"--out {ns.out} is a file; figures are written into a folder")
-
-
-def check_export_target(source: str, out: str) -> None:
-    """export --out: a new file or an earlier export, never the input, a training checkpoint (its optimizer
-    and discriminator would be lost) or a folder; its folder must exist."""
-    target = Path(out)
-    if target.is_dir():
-        raise ValueError(f"--out {out} is a folder; name the file to write, e.g. {target / 'model.pt'}")
-    if not target.parent.is_dir():
-        raise ValueError(f"--out {out}: the folder {target.parent} does not exist")
-    if target.exists():
-        if target.resolve() == Path(source).resolve():
-            raise ValueError(f"--out {out} is the checkpoint being exported; write the export elsewhere")
-        with contextlib.suppress(ValueError):
-            if "D" in models.read_checkpoint(target, mmap=True):  # mapped: a large file is not read whole
-                raise FileExistsError(f"--out {out} is a training checkpoint (with its discriminator and "
-                                      "optimizers); the export will not replace it: pick another file")
 
 
 def _from_namespace(cls, ns: argparse.Namespace):
@@ -1598,12 +1095,15 @@ def _from_namespace(cls, ns: argparse.Namespace):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["synthesize"], ["export"]):
+        print(f"error: `evaluate.py {argv[0]}` moved to `python sample.py {argv[0]}` (same flags)",
+              file=sys.stderr)
+        return 2
     ns = build_parser().parse_args(argv)
     try:
         if ns.command == "metrics":
             print(run_metrics(_from_namespace(MetricsArgs, ns))["markdown"])
-        elif ns.command == "synthesize":
-            synthesize(_from_namespace(SynthesizeArgs, ns))
         elif ns.command == "figures":
             check_figure_inputs(ns)
             print(comparison_figure(ns.ckpt, Path(ns.out) / "comparison.png", ns.n, ns.titles))
@@ -1611,13 +1111,6 @@ def main(argv=None) -> int:
                 print(transfer_figure(ns.sean, Path(ns.out) / "sean_region_transfer.png"))
             if ns.vae:
                 print(samples_figure(ns.vae, Path(ns.out) / "vae_samples.png"))
-        elif ns.command == "export":
-            path = models.find_checkpoint(ns.ckpt)
-            check_export_target(path, ns.out)
-            weights = models.export_generator(models.read_checkpoint(path))
-            models.atomic_save(weights, ns.out)
-            print(f"{path} -> {ns.out}: generator{'' if weights['E'] is None else ' + encoder'} weights, "
-                  f"float16, {os.path.getsize(ns.out) / 1e6:.1f} MB")
         else:
             segmenter_command(ns)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
@@ -1627,5 +1120,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    models.tune_allocator()
+    sample.tune_allocator()
     sys.exit(main())

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-import models
+import data
 
 # ----------------------------------------------------------------------------------------------------------
 # Adversarial loss
@@ -113,12 +113,12 @@ def vgg19_checkpoint_path() -> str:
 def load_vgg19_imagenet_state_dict(allow_download: bool = True, download_timeout: float = 10.0) -> dict:
     """torchvision's VGG19 (IMAGENET1K_V1) state dict from the torch hub cache (one download try if allowed);
     never random weights: raises VGGWeightsNotFoundError."""
-    path, reason = models.hub_file(VGG19_URL, allow_download, download_timeout)
+    path, reason = data.hub_file(VGG19_URL, allow_download, download_timeout)
     if path is None:
         expected = Path(vgg19_checkpoint_path())
         raise VGGWeightsNotFoundError(
             f"The perceptual (VGG) loss needs torchvision's ImageNet VGG19 weights, file '{expected.name}', "
-            f"expected at '{models.shown(expected)}' ({reason}). Download {VGG19_URL} on a machine with "
+            f"expected at '{data.shown(expected)}' ({reason}). Download {VGG19_URL} on a machine with "
             f"network access and copy it to that path (the torch hub checkpoint folder; set TORCH_HOME to "
             f"move it), or train without the perceptual loss: --no-vgg-loss (lambda_vgg=0).")
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,5 +1,8 @@
 """Every network of SPADE (Park et al., CVPR 2019, Sec. 3.2-3.3, App. A, Sec. 4 ablations) and SEAN (Zhu et
-al., CVPR 2020, Sec. 3.3), at the papers' size by default; the norm layers live in norm.py.
+al., CVPR 2020, Sec. 3.3), at the papers' size by default; the norm layers live in norm.py. Read in order:
+SPADEResBlock and SPADEGenerator (SPADE Fig. 4), ConvEncoder (the VAE), SEANResBlock and SEANGenerator (SEAN
+Fig. 4), the baselines, the discriminator; then ModelArgs / build (a run's networks from its arguments) and
+LoadedModel (a trained generator with what it takes to feed it).
 
 Parameter layouts follow the official code (NVlabs/SPADE, ZPdesu/SEAN), so counts equal the official ones
 (`python models.py` prints them next to the papers'). Official quirks: a conv followed by a parameter-free
@@ -7,21 +10,10 @@ norm has no bias (the mean subtraction removes it anyway); spectral norm wraps t
 encoder's convs and the discriminator's middle convs, not the first and last layers of G and D.
 """
 
-import argparse
-import ast
-import ctypes
 import dataclasses
-import inspect
-import os
-import re
-import socket
-import textwrap
-import urllib.parse
-import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -31,37 +23,17 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
+import data
 import norm
 
-__all__ = ["SPADEResBlock", "SPADEGenerator", "ConvEncoder", "StyleEncoder", "SEANGenerator",
+__all__ = ["SPADEResBlock", "SPADEGenerator", "ConvEncoder", "StyleEncoder", "SEANResBlock", "SEANGenerator",
            "ConcatGenerator", "CLADEGenerator", "Pix2PixHDGenerator", "NLayerDiscriminator",
-           "MultiscaleDiscriminator", "build_generator", "count_parameters", "init_weights"]
+           "MultiscaleDiscriminator", "ModelArgs", "build", "build_generator", "LoadedModel",
+           "count_parameters", "init_weights"]
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Helpers
-
-
-def tune_allocator() -> str:
-    """Keep glibc's malloc from handing big freed blocks back to the kernel. Every training step frees and
-    allocates again tensors of tens of MB (spectral norm's normalized weights, activations); by default glibc
-    unmaps each (mmap above 32 MB, heap trimming) and the next step faults the pages back in: 1.2x the step
-    time of SPADE at paper width on a CPU (see README, Performance). Same as running with
-    GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647. Called by the command
-    lines (train.py, evaluate.py, paint.py, bench.py), never on import: a notebook or script that imports the
-    modules calls it itself or sets that variable. Freed memory stays with the process (its RSS stays at its
-    peak). Left alone where the user chose: GLIBC_TUNABLES naming malloc, or another allocator in LD_PRELOAD
-    (jemalloc, tcmalloc). Returns what was done, for the start-of-run line."""
-    if "malloc" in os.environ.get("GLIBC_TUNABLES", "") or os.environ.get("LD_PRELOAD"):
-        return "allocator as set by GLIBC_TUNABLES / LD_PRELOAD"
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not Linux with glibc (macOS, musl): nothing to tune
-        return "allocator default (not glibc)"
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # from glibc's malloc.h
-    if mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, 2**31 - 1):
-        return "glibc malloc keeps freed memory (no mmap, no trim)"
-    return "allocator default (mallopt refused)"
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -101,115 +73,114 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Residual block (SPADE Fig. 4 right, App. A)
+# SPADE's residual block (Fig. 4 right, App. A)
 
 
 class SPADEResBlock(nn.Module):
-    """norm -> LeakyReLU(0.2) -> conv3x3, twice, plus a shortcut (norm_s -> conv1x1 without bias when fin !=
-    fout), middle width min(fin, fout), spectral norm on all convs. make_norm(nc) builds each norm (default
-    norm.SPADE), called as norm(x, segmap, *cond); extra_in: channels a norm adds to its input (Concat)."""
+    """SPADE -> LeakyReLU(0.2) -> conv3x3, twice, plus a shortcut (SPADE -> conv1x1 without bias when
+    fin != fout); middle width min(fin, fout); spectral norm on every conv."""
 
     def __init__(self, fin: int, fout: int, semantic_nc: int, param_free: str = "batch",
-                 spectral: bool = True, make_norm: Callable[[int], nn.Module] | None = None,
-                 extra_in: int = 0):
+                 spectral: bool = True, hidden: int = 128):
         super().__init__()
-        if make_norm is None:
-            make_norm = lambda nc: norm.SPADE(nc, semantic_nc, param_free=param_free)
         self.learned_shortcut = fin != fout
         fmiddle = min(fin, fout)
-        self.conv_0 = _sn(nn.Conv2d(fin + extra_in, fmiddle, 3, padding=1), spectral)
-        self.conv_1 = _sn(nn.Conv2d(fmiddle + extra_in, fout, 3, padding=1), spectral)
-        self.norm_0 = make_norm(fin)
-        self.norm_1 = make_norm(fmiddle)
+        self.conv_0 = _sn(nn.Conv2d(fin, fmiddle, 3, padding=1), spectral)
+        self.conv_1 = _sn(nn.Conv2d(fmiddle, fout, 3, padding=1), spectral)
+        self.norm_0 = norm.SPADE(fin, semantic_nc, hidden, param_free=param_free)
+        self.norm_1 = norm.SPADE(fmiddle, semantic_nc, hidden, param_free=param_free)
         if self.learned_shortcut:
-            self.conv_s = _sn(nn.Conv2d(fin + extra_in, fout, 1, bias=False), spectral)
-            self.norm_s = make_norm(fin)
+            self.conv_s = _sn(nn.Conv2d(fin, fout, 1, bias=False), spectral)
+            self.norm_s = norm.SPADE(fin, semantic_nc, hidden, param_free=param_free)
 
-    def forward(self, x: torch.Tensor, segmap: torch.Tensor, *cond) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
         # the official shortcut branch has no activation between its norm and conv
-        x_s = self.conv_s(self.norm_s(x, segmap, *cond)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, segmap, *cond), 0.2))
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, segmap, *cond), 0.2))
+        x_s = self.conv_s(self.norm_s(x, segmap)) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, segmap), 0.2))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, segmap), 0.2))
         return x_s + dx
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The SPADE decoder layout, shared by SPADE, SEAN, Concat and CLADE generators
+# SPADE's generator (Fig. 4 left, App. A)
 
 NUM_UPSAMPLING = {"normal": 5, "more": 6, "most": 7}
 
 
-class _Decoder(nn.Module):
-    """fc -> head_0 -> G_middle_0 -> G_middle_1 -> up_0..up_3 (-> up_4) -> LeakyReLU -> conv_img -> tanh,
-    widths 16, 16, 16, 8, 4, 2, 1 (x ngf), 2x nearest upsampling before each block but head_0 (and G_middle_1
-    in "normal"). It starts at (sh, sw) = (crop / 2^n_up / aspect_ratio, crop / 2^n_up), from z (VAE) or the
-    downsampled segmap. make_norm(nc, last) builds the blocks' norms; `last` marks the final block (SEAN)."""
-
-    def __init__(self, semantic_nc: int, ngf: int, crop_size: int, aspect_ratio: float,
-                 num_upsampling_layers: str, make_norm: Callable[[int, bool], nn.Module], spectral: bool,
-                 extra_in: int = 0, z_dim: int | None = None):
-        super().__init__()
-        if num_upsampling_layers not in NUM_UPSAMPLING:
-            raise ValueError(f"num_upsampling_layers must be one of {list(NUM_UPSAMPLING)}, "
-                             f"got {num_upsampling_layers!r}")
-        self.semantic_nc, self.ngf, self.z_dim = semantic_nc, ngf, z_dim
-        self.num_upsampling_layers = num_upsampling_layers
-        n_up = NUM_UPSAMPLING[num_upsampling_layers]
-        self.sw = crop_size // 2**n_up
-        self.sh = round(self.sw / aspect_ratio)
-        if self.sw < 1 or self.sh < 1:
-            raise ValueError(f"crop_size={crop_size}, aspect_ratio={aspect_ratio}: too small for "
-                             f"{n_up} upsamplings")
-        nf = ngf
-        if z_dim is not None:  # VAE: z -> (16 ngf, sh, sw); else the segmap at (sh, sw) -> 3x3 conv
-            self.fc = nn.Linear(z_dim, 16 * nf * self.sh * self.sw)
-        else:
-            self.fc = nn.Conv2d(semantic_nc, 16 * nf, 3, padding=1)
-        widths = [("head_0", 16, 16), ("G_middle_0", 16, 16), ("G_middle_1", 16, 16),
-                  ("up_0", 16, 8), ("up_1", 8, 4), ("up_2", 4, 2), ("up_3", 2, 1)]
-        if num_upsampling_layers == "most":
-            widths.append(("up_4", 1, 0.5))
-        for i, (name, a, b) in enumerate(widths):
-            last = i == len(widths) - 1
-            self.add_module(name, SPADEResBlock(int(a * nf), int(b * nf), semantic_nc, spectral=spectral,
-                                                make_norm=lambda nc, last=last: make_norm(nc, last),
-                                                extra_in=extra_in))
-        self.block_names = [name for name, _, _ in widths]
-        self.conv_img = nn.Conv2d(int(widths[-1][2] * nf), 3, 3, padding=1)
-
-    def start(self, segmap: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        if self.z_dim is None:
-            return self.fc(F.interpolate(segmap, size=(self.sh, self.sw), mode="nearest"))
-        if z is None:
-            z = torch.randn(segmap.shape[0], self.z_dim, device=segmap.device, dtype=segmap.dtype)
-        return self.fc(z).view(-1, 16 * self.ngf, self.sh, self.sw)
-
-    def decode(self, x: torch.Tensor, segmap: torch.Tensor, *cond) -> torch.Tensor:
-        more = self.num_upsampling_layers in ("more", "most")
-        for name in self.block_names:
-            if name != "head_0" and not (name == "G_middle_1" and not more):
-                x = F.interpolate(x, scale_factor=2, mode="nearest")  # the official nn.Upsample(2)
-            x = getattr(self, name)(x, segmap, *cond)
-        return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))
-
-    def forward(self, segmap: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """segmap (B, semantic_nc, H, W) float, z (B, z_dim) or None -> image (B, 3, sh 2^n, sw 2^n)."""
-        return self.decode(self.start(segmap, z), segmap)
+def start_size(crop_size: int, aspect_ratio: float, num_upsampling_layers: str) -> tuple[int, int]:
+    """(sh, sw): the size the decoder starts at, crop / 2^n_up (height divided by the aspect ratio)."""
+    if num_upsampling_layers not in NUM_UPSAMPLING:
+        raise ValueError(f"num_upsampling_layers must be one of {list(NUM_UPSAMPLING)}, "
+                         f"got {num_upsampling_layers!r}")
+    n_up = NUM_UPSAMPLING[num_upsampling_layers]
+    sw = crop_size // 2**n_up
+    sh = round(sw / aspect_ratio)
+    if sw < 1 or sh < 1:
+        raise ValueError(f"crop_size={crop_size}, aspect_ratio={aspect_ratio}: too small for {n_up} "
+                         "upsamplings")
+    return sh, sw
 
 
-class SPADEGenerator(_Decoder):
-    """SPADE's generator (Fig. 4 left, App. A) at the paper's defaults. param_free: the norm inside SPADE
-    (official: sync batch, "batch" on one process). use_vae: start from z (N(0, I) if not given)."""
+def up(x: torch.Tensor) -> torch.Tensor:
+    """2x nearest-neighbour upsampling (the official nn.Upsample(scale_factor=2))."""
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+class SPADEGenerator(nn.Module):
+    """SPADE's generator at the paper's defaults: fc -> head_0 -> G_middle_0 -> G_middle_1 -> up_0 .. up_3
+    (-> up_4 for "most") -> LeakyReLU -> conv_img -> tanh, widths 16 16 16 8 4 2 1 (x ngf). It starts at
+    crop / 2^n_up (8x8 at 256) from the label map downsampled there, or from z (use_vae: N(0, I) if not
+    given). param_free: the norm inside SPADE (official: sync batch, "batch" on one process)."""
 
     def __init__(self, semantic_nc: int, ngf: int = 64, crop_size: int = 256, aspect_ratio: float = 1.0,
                  num_upsampling_layers: str = "normal", use_vae: bool = False, z_dim: int = 256,
                  param_free: str = "batch", spectral: bool = True, norm_hidden: int = 128):
-        super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers,
-                         lambda nc, last: norm.SPADE(nc, semantic_nc, norm_hidden, param_free=param_free),
-                         spectral,
-                         z_dim=z_dim if use_vae else None)
-        self.use_vae = use_vae
+        super().__init__()
+        self.sh, self.sw = start_size(crop_size, aspect_ratio, num_upsampling_layers)
+        self.num_upsampling_layers = num_upsampling_layers
+        self.use_vae, self.z_dim, self.ngf = use_vae, z_dim, ngf
+        nf = ngf
+        if use_vae:  # z -> a (16 nf, sh, sw) tensor
+            self.fc = nn.Linear(z_dim, 16 * nf * self.sh * self.sw)
+        else:  # the label map at (sh, sw) -> a 3x3 conv
+            self.fc = nn.Conv2d(semantic_nc, 16 * nf, 3, padding=1)
+        kw = dict(semantic_nc=semantic_nc, param_free=param_free, spectral=spectral, hidden=norm_hidden)
+        self.head_0 = SPADEResBlock(16 * nf, 16 * nf, **kw)
+        self.G_middle_0 = SPADEResBlock(16 * nf, 16 * nf, **kw)
+        self.G_middle_1 = SPADEResBlock(16 * nf, 16 * nf, **kw)
+        self.up_0 = SPADEResBlock(16 * nf, 8 * nf, **kw)
+        self.up_1 = SPADEResBlock(8 * nf, 4 * nf, **kw)
+        self.up_2 = SPADEResBlock(4 * nf, 2 * nf, **kw)
+        self.up_3 = SPADEResBlock(2 * nf, 1 * nf, **kw)
+        final_nc = nf
+        if num_upsampling_layers == "most":
+            self.up_4 = SPADEResBlock(nf, nf // 2, **kw)
+            final_nc = nf // 2
+        self.conv_img = nn.Conv2d(final_nc, 3, 3, padding=1)
+        self.block_names = [n for n, _ in self.named_children() if n.startswith(("head", "G_middle", "up_"))]
         init_weights(self)
+
+    def forward(self, segmap: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """segmap (B, semantic_nc, H, W) float, z (B, z_dim) or None -> image (B, 3, sh 2^n, sw 2^n)."""
+        if self.use_vae:
+            if z is None:
+                z = torch.randn(segmap.shape[0], self.z_dim, device=segmap.device, dtype=segmap.dtype)
+            x = self.fc(z).view(-1, 16 * self.ngf, self.sh, self.sw)
+        else:
+            x = self.fc(F.interpolate(segmap, size=(self.sh, self.sw), mode="nearest"))
+        x = self.head_0(x, segmap)
+        x = up(x)
+        x = self.G_middle_0(x, segmap)
+        if self.num_upsampling_layers in ("more", "most"):
+            x = up(x)
+        x = self.G_middle_1(x, segmap)
+        x = self.up_0(up(x), segmap)
+        x = self.up_1(up(x), segmap)
+        x = self.up_2(up(x), segmap)
+        x = self.up_3(up(x), segmap)
+        if self.num_upsampling_layers == "most":
+            x = self.up_4(up(x), segmap)
+        return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -291,33 +262,73 @@ class SPADEWithNoise(nn.Module):
         return self.spade(x, segmap)
 
 
-class SEANGenerator(_Decoder):
-    """SEAN's generator: the SPADE decoder with norm.SEAN in every block but the last, plus the style encoder.
+class SEANResBlock(nn.Module):
+    """SPADE's residual block with SEAN norms (official: ACE), which take the style codes too. The last
+    block of the generator is built with use_style=False: mask-only SPADEWithNoise norms."""
 
-    The last block (up_3; up_4 for "most", which the official code builds but never calls) uses the mask-only
-    SPADEWithNoise, as officially (use_rgb=False). The paper does not say why (ZPdesu/SEAN issue #7); likely
-    cost: a 512-channel style map and two 512-channel convs at full resolution per norm, on the 64 channels
-    closest to RGB, whose content the mask and earlier style-modulated features already fix.
-    num_regions = semantic_nc less the edge channel (official: 19, no edges). forward takes an image (style
-    encoded from it) or style_codes (B, num_regions, style_dim). Noise is drawn in training and eval alike.
-    """
+    def __init__(self, fin: int, fout: int, semantic_nc: int, num_regions: int, style_dim: int = 512,
+                 param_free: str = "batch", spectral: bool = True, use_noise: bool = True, hidden: int = 128,
+                 use_style: bool = True):
+        super().__init__()
+        self.learned_shortcut = fin != fout
+        fmiddle = min(fin, fout)
+        self.conv_0 = _sn(nn.Conv2d(fin, fmiddle, 3, padding=1), spectral)
+        self.conv_1 = _sn(nn.Conv2d(fmiddle, fout, 3, padding=1), spectral)
+
+        def sean_norm(nc):
+            if not use_style:
+                return SPADEWithNoise(nc, semantic_nc, param_free, use_noise, hidden)
+            return norm.SEAN(nc, semantic_nc, style_dim=style_dim, hidden=hidden, param_free=param_free,
+                             use_noise=use_noise, num_regions=num_regions)
+
+        self.norm_0 = sean_norm(fin)
+        self.norm_1 = sean_norm(fmiddle)
+        if self.learned_shortcut:
+            self.conv_s = _sn(nn.Conv2d(fin, fout, 1, bias=False), spectral)
+            self.norm_s = sean_norm(fin)
+
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor, style_codes: torch.Tensor) -> torch.Tensor:
+        x_s = self.conv_s(self.norm_s(x, segmap, style_codes)) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, segmap, style_codes), 0.2))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, segmap, style_codes), 0.2))
+        return x_s + dx
+
+
+class SEANGenerator(nn.Module):
+    """SEAN's generator (Fig. 4): the style encoder turns an image into the style matrix ST, then SPADE's
+    decoder layout (fc from the downsampled label map, head_0 .. up_3) with SEAN norms in every block, each
+    fed the same ST. The last block (up_3; up_4 for "most", which the official code builds but never calls)
+    is mask-only (SPADEWithNoise), as officially (use_rgb=False). The paper does not say why (ZPdesu/SEAN
+    issue #7); likely cost: a 512-channel style map and two 512-channel convs at full resolution per norm,
+    on the 64 channels closest to RGB, whose content the mask and earlier style-modulated features fix.
+    num_regions = semantic_nc less the edge channel (official: 19, no edges). Noise in training and eval."""
 
     def __init__(self, semantic_nc: int, ngf: int = 64, crop_size: int = 256, aspect_ratio: float = 1.0,
                  style_dim: int = 512, num_upsampling_layers: str = "normal", param_free: str = "batch",
                  spectral: bool = True, use_noise: bool = True, use_edges: bool = False,
                  norm_hidden: int = 128):
-        num_regions = semantic_nc - int(use_edges)
-
-        def make_norm(nc, last):
-            if last:
-                return SPADEWithNoise(nc, semantic_nc, param_free, use_noise, norm_hidden)
-            return norm.SEAN(nc, semantic_nc, style_dim=style_dim, hidden=norm_hidden, param_free=param_free,
-                             use_noise=use_noise, num_regions=num_regions)
-
-        super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers, make_norm,
-                         spectral)
-        self.style_dim, self.num_regions = style_dim, num_regions
+        super().__init__()
+        self.sh, self.sw = start_size(crop_size, aspect_ratio, num_upsampling_layers)
+        self.num_upsampling_layers = num_upsampling_layers
+        self.style_dim, self.num_regions = style_dim, semantic_nc - int(use_edges)
+        nf, most = ngf, num_upsampling_layers == "most"
+        self.fc = nn.Conv2d(semantic_nc, 16 * nf, 3, padding=1)
+        kw = dict(semantic_nc=semantic_nc, num_regions=self.num_regions, style_dim=style_dim,
+                  param_free=param_free, spectral=spectral, use_noise=use_noise, hidden=norm_hidden)
+        self.head_0 = SEANResBlock(16 * nf, 16 * nf, **kw)
+        self.G_middle_0 = SEANResBlock(16 * nf, 16 * nf, **kw)
+        self.G_middle_1 = SEANResBlock(16 * nf, 16 * nf, **kw)
+        self.up_0 = SEANResBlock(16 * nf, 8 * nf, **kw)
+        self.up_1 = SEANResBlock(8 * nf, 4 * nf, **kw)
+        self.up_2 = SEANResBlock(4 * nf, 2 * nf, **kw)
+        self.up_3 = SEANResBlock(2 * nf, 1 * nf, **kw, use_style=most)
+        final_nc = nf
+        if most:
+            self.up_4 = SEANResBlock(nf, nf // 2, **kw, use_style=False)
+            final_nc = nf // 2
+        self.conv_img = nn.Conv2d(final_nc, 3, 3, padding=1)
         self.style_encoder = StyleEncoder(style_dim)
+        self.block_names = [n for n, _ in self.named_children() if n.startswith(("head", "G_middle", "up_"))]
         init_weights(self)
 
     def encode_style(self, image: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
@@ -331,11 +342,24 @@ class SEANGenerator(_Decoder):
             if image is None:
                 raise ValueError("SEANGenerator.forward needs an image (to encode the style) or style_codes")
             style_codes = self.encode_style(image, segmap)
-        return self.decode(self.start(segmap), segmap, style_codes)
+        x = self.fc(F.interpolate(segmap, size=(self.sh, self.sw), mode="nearest"))
+        x = self.head_0(x, segmap, style_codes)
+        x = up(x)
+        x = self.G_middle_0(x, segmap, style_codes)
+        if self.num_upsampling_layers in ("more", "most"):
+            x = up(x)
+        x = self.G_middle_1(x, segmap, style_codes)
+        x = self.up_0(up(x), segmap, style_codes)
+        x = self.up_1(up(x), segmap, style_codes)
+        x = self.up_2(up(x), segmap, style_codes)
+        x = self.up_3(up(x), segmap, style_codes)
+        if self.num_upsampling_layers == "most":
+            x = self.up_4(up(x), segmap, style_codes)
+        return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))
 
 
 # ----------------------------------------------------------------------------------------------------------
-# SPADE's ablation baselines (Sec. 4, Table 4) and CLADE
+# SPADE's ablation baselines (Sec. 4, Table 4) and CLADE: SPADE's decoder layout with another norm
 
 
 class ConcatNorm(nn.Module):
@@ -353,7 +377,56 @@ class ConcatNorm(nn.Module):
         return torch.cat([self.norm(x), norm.resize_segmap(segmap, x.shape[2:]).to(x.dtype)], dim=1)
 
 
-class ConcatGenerator(_Decoder):
+class BaselineResBlock(nn.Module):
+    """SPADEResBlock with make_norm(nc) in place of SPADE; extra_in: channels the norm adds (Concat)."""
+
+    def __init__(self, fin: int, fout: int, make_norm: Callable[[int], nn.Module], spectral: bool = True,
+                 extra_in: int = 0):
+        super().__init__()
+        self.learned_shortcut = fin != fout
+        fmiddle = min(fin, fout)
+        self.conv_0 = _sn(nn.Conv2d(fin + extra_in, fmiddle, 3, padding=1), spectral)
+        self.conv_1 = _sn(nn.Conv2d(fmiddle + extra_in, fout, 3, padding=1), spectral)
+        self.norm_0, self.norm_1 = make_norm(fin), make_norm(fmiddle)
+        if self.learned_shortcut:
+            self.conv_s = _sn(nn.Conv2d(fin + extra_in, fout, 1, bias=False), spectral)
+            self.norm_s = make_norm(fin)
+
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+        x_s = self.conv_s(self.norm_s(x, segmap)) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, segmap), 0.2))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, segmap), 0.2))
+        return x_s + dx
+
+
+class BaselineDecoder(nn.Module):
+    """SPADEGenerator's layout (no VAE) with BaselineResBlocks: the blocks in a loop, for the baselines."""
+
+    def __init__(self, semantic_nc: int, ngf: int, crop_size: int, aspect_ratio: float,
+                 num_upsampling_layers: str, make_norm: Callable[[int], nn.Module], spectral: bool,
+                 extra_in: int = 0):
+        super().__init__()
+        self.sh, self.sw = start_size(crop_size, aspect_ratio, num_upsampling_layers)
+        self.num_upsampling_layers = num_upsampling_layers
+        self.fc = nn.Conv2d(semantic_nc, 16 * ngf, 3, padding=1)
+        widths = [("head_0", 16, 16), ("G_middle_0", 16, 16), ("G_middle_1", 16, 16),
+                  ("up_0", 16, 8), ("up_1", 8, 4), ("up_2", 4, 2), ("up_3", 2, 1)]
+        widths += [("up_4", 1, 0.5)] if num_upsampling_layers == "most" else []
+        for name, a, b in widths:
+            self.add_module(name, BaselineResBlock(int(a * ngf), int(b * ngf), make_norm, spectral, extra_in))
+        self.block_names = [name for name, _, _ in widths]
+        self.conv_img = nn.Conv2d(int(widths[-1][2] * ngf), 3, 3, padding=1)
+
+    def forward(self, segmap: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.fc(F.interpolate(segmap, size=(self.sh, self.sw), mode="nearest"))
+        more = self.num_upsampling_layers in ("more", "most")
+        for name in self.block_names:  # upsampled before every block but head_0 (and G_middle_1 in "normal")
+            x = x if name == "head_0" or (name == "G_middle_1" and not more) else up(x)
+            x = getattr(self, name)(x, segmap)
+        return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))
+
+
+class ConcatGenerator(BaselineDecoder):
     """'decoder w/ Concat' (SPADE Table 4): ConcatNorm in place of SPADE, so the label map feeds every block
     conv. The paper gives no wiring; this one has 79.25M parameters at 151 channels (paper: 79M; concatenating
     only at each block's input would give 73.8M)."""
@@ -361,12 +434,11 @@ class ConcatGenerator(_Decoder):
     def __init__(self, semantic_nc: int, ngf: int = 64, crop_size: int = 256, aspect_ratio: float = 1.0,
                  num_upsampling_layers: str = "normal", param_free: str = "batch", spectral: bool = True):
         super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers,
-                         lambda nc, last: ConcatNorm(nc, semantic_nc, param_free), spectral,
-                         extra_in=semantic_nc)
+                         lambda nc: ConcatNorm(nc, semantic_nc, param_free), spectral, extra_in=semantic_nc)
         init_weights(self)
 
 
-class CLADEGenerator(_Decoder):
+class CLADEGenerator(BaselineDecoder):
     """The SPADE decoder with norm.CLADE (Tan et al., TPAMI 2021; no distance-map input). With use_edges the
     last segmap channel is the instance-edge map, which each norm appends as one channel (official CLADE)."""
 
@@ -375,7 +447,7 @@ class CLADEGenerator(_Decoder):
                  use_edges: bool = False):
         classes = semantic_nc - int(use_edges)
         super().__init__(semantic_nc, ngf, crop_size, aspect_ratio, num_upsampling_layers,
-                         lambda nc, last: norm.CLADE(nc, classes, param_free, use_edges), spectral,
+                         lambda nc: norm.CLADE(nc, classes, param_free, use_edges), spectral,
                          extra_in=int(use_edges))
         init_weights(self)
 
@@ -508,106 +580,7 @@ class MultiscaleDiscriminator(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Official checkpoints (NVlabs/SPADE latest_net_G/E.pth, ZPdesu/SEAN): the networks above under other names.
-# convert_official_state renames the keys, checks an exact fit (no key missing or left over, equal shapes):
-#   X.weight_orig, X.weight_u, X.weight_v -> X.parametrizations.weight.original, ...weight.0._u, ..._v
-#   layerN.0.* -> convs.{N-1}.* (SPADE's encoder);  Zencoder.* -> style_encoder.*
-#   B.ace_0, ace_1, ace_s -> B.norm_0, norm_1, norm_s, and inside them Spade.* -> spade.*
-#   ACE.fc_mu0 .. fc_mu{K-1} (.weight, .bias) -> stacked into fc_mu_weight (K, S, S), fc_mu_bias (K, S)
-#   last SEAN block (SPADEWithNoise): param_free_norm -> spade.param_free_norm; the never-called official
-#     Spade.param_free_norm is dropped.  Every other key keeps its name.
-
-
-class OfficialCheckpointError(ValueError):
-    """An official state dict that does not fit the network built for it; lists every offending key."""
-
-
-def _official_name(key: str) -> str:
-    key = re.sub(r"\.weight_orig$", ".parametrizations.weight.original", key)
-    key = re.sub(r"\.weight_([uv])$", r".parametrizations.weight.0._\1", key)
-    key = re.sub(r"^layer(\d+)\.0\.", lambda m: f"convs.{int(m[1]) - 1}.", key)
-    key = re.sub(r"^Zencoder\.", "style_encoder.", key)
-    key = re.sub(r"\.ace_([01s])\.", r".norm_\1.", key)
-    return key.replace(".Spade.", ".spade.")
-
-
-def _listing(title: str, items: list[str], limit: int = 12) -> str:
-    more = f"\n    ... and {len(items) - limit} more" if len(items) > limit else ""
-    return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(items[:limit]) + more if items else ""
-
-
-def convert_official_state(state: dict, model: nn.Module, what: str = "network") -> dict:
-    """An official state dict -> this project's names for `model`; raises OfficialCheckpointError listing
-    every missing, unexpected or wrongly shaped key (nothing is loaded partially)."""
-    ours = model.state_dict()
-    last = tuple(f"{n}." for n, m in model.named_modules() if isinstance(m, SPADEWithNoise))
-    out, fc = {}, {}
-    for key, value in state.items():
-        name = _official_name(key)
-        prefix = next((p for p in last if name.startswith(p)), None)
-        if prefix and name.startswith(prefix + "spade.param_free_norm."):
-            continue  # never called by the official code
-        if prefix and name.startswith(prefix + "param_free_norm."):
-            name = prefix + "spade." + name[len(prefix):]
-        m = re.fullmatch(r"(.+)\.fc_mu(\d+)\.(weight|bias)", name)
-        if m:
-            fc.setdefault(f"{m[1]}.fc_mu_{m[3]}", {})[int(m[2])] = (key, value)
-        else:
-            out[name] = (key, value)
-    missing, unexpected = [], []
-    for name, parts in fc.items():  # the per-class Linear layers, stacked
-        base, kind = name.rsplit(".fc_mu_", 1)
-        k = ours[name].shape[0] if name in ours else 0
-        unexpected += [key for j, (key, _) in sorted(parts.items()) if j >= k]
-        absent = [f"{base}.fc_mu{j}.{kind}" for j in range(k) if j not in parts]
-        missing += absent
-        if k and not absent:
-            out[name] = (f"{base}.fc_mu0..{k - 1}", torch.stack([parts[j][1] for j in range(k)]))
-    # num_batches_tracked is a counter, not a weight (and files older than torch 0.4.1 lack it)
-    missing += [n for n in ours if n not in out and n not in fc and not n.endswith("num_batches_tracked")]
-    unexpected += [key for n, (key, _) in out.items() if n not in ours]
-    wrong = [f"{key} {tuple(v.shape)} -> {n} {tuple(ours[n].shape)}" for n, (key, v) in out.items()
-             if n in ours and tuple(v.shape) != tuple(ours[n].shape)]
-    if missing or unexpected or wrong:
-        raise OfficialCheckpointError(
-            f"the official {what} does not fit this project's {type(model).__name__}: {len(missing)} keys "
-            f"missing, {len(unexpected)} unexpected, {len(wrong)} of another shape"
-            + _listing("missing (names here)", missing) + _listing("unexpected (official names)", unexpected)
-            + _listing("other shape (official -> here)", wrong))
-    converted = {n: v for n, (_, v) in out.items()}
-    return {n: converted.get(n, ours[n]) for n in ours}
-
-
-def read_official_state(source, what: str) -> dict:
-    """An official .pth file (or an already loaded state dict) -> its state dict."""
-    if isinstance(source, dict):
-        return source
-    try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{source}: not a loadable {what} file ({type(err).__name__}: {err})") from err
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{source}: expected an official state dict (parameter name -> tensor)")
-    return state
-
-
-def official_options_from_weights(state: dict) -> dict:
-    """The options an official generator's weights fix: model, ngf, VAE (z_dim), style length, 'most'."""
-    found = {"model": "sean" if any(k.startswith("Zencoder.") for k in state) else "spade"}
-    if "head_0.conv_0.weight_orig" in state:
-        found["ngf"] = state["head_0.conv_0.weight_orig"].shape[0] // 16
-    if "fc.weight" in state and state["fc.weight"].dim() == 2:
-        found.update(vae=True, z_dim=state["fc.weight"].shape[1])
-    convs = [k for k in state if k.startswith("Zencoder.model.") and k.endswith(".weight")]
-    if convs:
-        found["style_dim"] = state[max(convs, key=lambda k: int(k.split(".")[2]))].shape[0]
-    if any(k.startswith("up_4.") for k in state):
-        found["num_upsampling_layers"] = "most"
-    return found
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Factory and the parameter-count table
+# Building from a run's arguments, and a loaded generator ready to feed
 
 
 GENERATORS = {"spade": SPADEGenerator, "sean": SEANGenerator, "concat": ConcatGenerator,
@@ -666,139 +639,103 @@ def build(a: ModelArgs) -> tuple[nn.Module, nn.Module, nn.Module | None]:
     return G, D, E
 
 
+@dataclass
+class LoadedModel:
+    """A trained generator with everything needed to feed it: dataset, size, label layout, encoder."""
+
+    path: str
+    """checkpoint file"""
+    name: str
+    """row label in tables: the model (+VAE) and the checkpoint's file name"""
+    model: str
+    """generator kind: spade, sean, concat, pix2pixhd or clade"""
+    use_vae: bool
+    """SPADE with the VAE encoder (multi-modal, style from an image)"""
+    G: nn.Module
+    """the generator, eval mode"""
+    E: nn.Module | None
+    """SPADE's VAE encoder, or None"""
+    dataset: str
+    """dataset name of the training run"""
+    dataroot: str | None
+    """dataset folder of the training run (None for synthetic)"""
+    size: tuple[int, int]
+    """(H, W) the generator produces"""
+    info: object
+    """data.DatasetInfo of the dataset"""
+    use_instance: bool
+    """the generator's input carries the instance edge channel"""
+    z_dim: int = 256
+    """VAE latent size"""
+    seed: int = 0
+    """seed of the training run (the synthetic dataset's seed)"""
+    config: dict = field(default_factory=dict)
+    """the training run's arguments as saved in the checkpoint"""
+
+    @property
+    def semantic_nc(self) -> int:
+        return self.info.semantic_nc(self.use_instance)
+
+    @property
+    def has_style(self) -> bool:
+        """Can take the style of a real image (SEAN's style codes, SPADE's VAE encoding)."""
+        return self.model == "sean" or self.use_vae
+
+    def segmap(self, label: torch.Tensor, instance: torch.Tensor | None = None) -> torch.Tensor:
+        """Generator input of label ids (data.make_segmap checks every id)."""
+        if self.use_instance and instance is None:
+            instance = label  # no instance map: region boundaries stand in for instance edges
+        return data.make_segmap(label, self.info, instance if self.use_instance else None)
+
+    @torch.no_grad()
+    def style_codes(self, image: torch.Tensor, label: torch.Tensor, instance=None) -> torch.Tensor:
+        """SEAN: the (B, num_regions, style_dim) style codes of (B, 3, H, W) images with their label maps."""
+        dev = next(self.G.parameters()).device
+        return self.G.encode_style(image.to(dev), self.segmap(label, instance).to(dev))
+
+    @torch.no_grad()
+    def generate(self, segmap: torch.Tensor, image: torch.Tensor | None = None, style_codes=None,
+                 generator: torch.Generator | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
+        """One image per segmap, in the style of ``image`` (SEAN codes / SPADE-VAE encoder mean), of
+        ``style_codes`` (SEAN) or of ``z`` (SPADE-VAE; random from ``generator`` when not given)."""
+        if self.model == "sean":
+            if style_codes is not None:
+                return self.G(segmap, style_codes=style_codes)
+            if image is None:
+                raise ValueError("SEAN needs a style: a real image or style codes")
+            return self.G(segmap, image=image)
+        if self.use_vae:
+            if image is not None:
+                z = self.E(image)[0]  # the encoder's mean
+            elif z is None:
+                z = torch.randn(segmap.shape[0], self.z_dim, generator=generator)
+            return self.G(segmap, z=z.to(segmap.device))
+        return self.G(segmap)
+
+
+    @classmethod
+    def from_run(cls, path, name: str, config: dict, G: nn.Module, E: nn.Module | None,
+                 info) -> "LoadedModel":
+        """The networks of a run, described by its arguments (train.Args as a dict)."""
+        return cls(str(path), name, config["model"], bool(config["vae"]), G, E, config["dataset"],
+                   config.get("dataroot") or None, config_size(config), info,
+                   bool(config["use_instance"] and info.has_instance), config["z_dim"], config["seed"],
+                   dict(config))
+
+
+def with_region_style(codes: torch.Tensor, source: torch.Tensor, k: int) -> torch.Tensor:
+    """SEAN per-region style transfer: a copy of the codes (B, R, D) whose region k takes ``source``'s."""
+    out = codes.clone()
+    out[:, k] = source[:, k]
+    return out
+
+
+def config_size(config: dict) -> tuple[int, int]:
+    """(H, W) a run's generator makes, from its arguments (train.Args as a dict)."""
+    return round(config["crop_size"] / config["aspect_ratio"]), config["crop_size"]
+
 # ----------------------------------------------------------------------------------------------------------
-# Checkpoints: one file, written atomically, loadable with torch.load(weights_only=True)
-
-CKPT_FORMAT = 1
-
-
-def atomic_save(obj, path: str | os.PathLike) -> None:
-    """torch.save to a temp file in the same folder, then rename: a crash never leaves half a file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:  # a failed write (full disk, a folder in the way) leaves no temp file behind
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def list_checkpoints(run_dir: str | os.PathLike) -> list[str]:
-    """File names of a run folder's checkpoints, oldest first (the names carry the zero-padded step)."""
-    return sorted(f for f in os.listdir(run_dir) if f.startswith("ckpt_") and f.endswith(".pt"))
-
-
-def find_checkpoint(path: str | os.PathLike) -> str:
-    """A checkpoint file, or the newest ckpt_*.pt of a run folder; FileNotFoundError saying which."""
-    if os.path.isdir(path):
-        names = list_checkpoints(path)
-        if not names:
-            raise FileNotFoundError(f"no checkpoint (ckpt_*.pt) in the folder {path}")
-        return os.path.join(path, names[-1])
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return str(path)
-
-
-def read_checkpoint(path: str | os.PathLike, device="cpu", mmap: bool = False) -> dict:
-    """torch.load(weights_only=True) of a train.py checkpoint; ValueError saying why it cannot be used."""
-    if os.path.isfile(path) and not zipfile.is_zipfile(path):  # torch's own error blames a save option
-        size = os.path.getsize(path)
-        raise ValueError(f"cannot read checkpoint {str(path)!r}: "
-                         + ("the file is empty" if size == 0 else f"not a torch checkpoint ({size} bytes, "
-                            "not a zip archive: cut short, or another kind of file)"))
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
-    except Exception as e:
-        first = (str(e).splitlines() or [""])[0].split(". ")[0]  # torch's zip errors run on for lines
-        raise ValueError(f"cannot read checkpoint {str(path)!r}: {type(e).__name__}: {first}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT or "config" not in ckpt:
-        raise ValueError(f"{str(path)!r} is not a train.py checkpoint")
-    return ckpt
-
-
-def export_generator(ckpt: dict, dtype: torch.dtype = torch.float16) -> dict:
-    """A train.py checkpoint less the discriminator, optimizers and RNG: the generator (+ VAE encoder)
-    weights in dtype (float16 halves the file). evaluate.load_generator reads it as it reads a full
-    checkpoint; the weights are cast back to the networks' float32 on loading."""
-    def cast(state):
-        return None if state is None else {k: v.to(dtype) if v.is_floating_point() else v
-                                           for k, v in state.items()}
-    kept = {k: ckpt[k] for k in ("model_args", "step") if k in ckpt}
-    return {"format": CKPT_FORMAT, "config": ckpt["config"], **kept, "G": cast(ckpt["G"]),
-            "E": cast(ckpt.get("E"))}
-
-
-def shown(path: str | os.PathLike) -> str:
-    """A path as messages print it: inside this repository relative to it (weights/...), under the home folder
-    written with ~, so that a message (and a committed notebook output) reads the same on every machine."""
-    repo, home, text = str(Path(__file__).resolve().parent), str(Path.home()), str(path)
-    if text.startswith(repo + os.sep):
-        return text[len(repo) + 1:]
-    return "~" + text[len(home):] if text == home or text.startswith(home + os.sep) else text
-
-
-def hub_file(url: str, allow_download: bool = True, timeout: float = 10.0) -> tuple[Path | None, str]:
-    """A weight file in torch hub's checkpoint folder: (path, "") if there or downloaded (one try, with a
-    socket timeout so that an offline machine fails fast; via a temp file), else (None, why not)."""
-    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urllib.parse.urlparse(url).path)
-    if path.is_file():
-        return path, ""
-    if not allow_download:
-        return None, "download disabled"
-    old_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(url, str(path), progress=False)
-        return path, ""
-    except Exception as e:  # no network, DNS failure, timeout, HTTP error...
-        return None, f"download failed: {type(e).__name__}: {e}"
-    finally:
-        socket.setdefaulttimeout(old_timeout)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Command lines from dataclasses: one flag per field, the field's docstring as its help (train.py,
-# evaluate.py, paint.py, bench.py)
-
-
-def field_docs(cls) -> dict[str, str]:
-    """The string literal written under each dataclass field (read from the source with ast)."""
-    docs, body = {}, ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-    for node, nxt in zip(body[:-1], body[1:], strict=True):
-        if (isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = nxt.value.value
-    return docs
-
-
-def add_dataclass_args(parser: argparse.ArgumentParser, cls, choices: dict | None = None,
-                       show_defaults: bool = True) -> None:
-    """--field-name (and the official --field_name) for every field: booleans --x / --no-x (so no field starts
-    with no_), lists take several values, fields without default are required. show_defaults=False leaves
-    unset flags out of the namespace (argparse.SUPPRESS), so the caller sees which were given."""
-    docs, choices = field_docs(cls), choices or {}
-    for f in dataclasses.fields(cls):
-        flags = ["--" + f.name.replace("_", "-")] + (["--" + f.name] if "_" in f.name else [])
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        default = None if required else (f.default if f.default is not dataclasses.MISSING
-                                         else f.default_factory())
-        kw = dict(help=docs.get(f.name, "") + ("" if default in (None, "", []) or f.type in (bool, "bool")
-                                                else f" (default: {default})"))
-        if not show_defaults:
-            kw["default"] = argparse.SUPPRESS
-        elif default is not None:
-            kw["default"] = default
-        type_name = f.type if isinstance(f.type, str) else f.type.__name__
-        if type_name == "bool":
-            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
-        elif type_name.startswith("list"):
-            parser.add_argument(*flags, nargs="+", action="extend", required=required, **kw)
-        else:
-            typ = {"int": int, "float": float}.get(type_name.split(" |")[0], str)
-            parser.add_argument(*flags, type=typ, choices=choices.get(f.name), required=required,
-                                metavar=None if f.name in choices else f.name.upper(), **kw)
+# The parameter-count table (`python models.py`)
 
 
 class CountRow(NamedTuple):
@@ -869,4 +806,3 @@ def _main() -> None:
 
 if __name__ == "__main__":
     _main()
-

@@ -58,8 +58,8 @@ import torch
 from PIL import Image
 
 import data
-import evaluate
 import models
+import sample
 
 ROOT = Path(__file__).resolve().parent
 PAGE = ROOT / "paint.html"
@@ -104,9 +104,9 @@ class Painter:
         if not paths:
             raise FileNotFoundError("no checkpoint found: run `python train.py` first (runs/quick-spade) "
                                     "or pass --ckpt")
-        self.models: dict[str, evaluate.LoadedModel] = {}
+        self.models: dict[str, models.LoadedModel] = {}
         for path in paths:
-            lm = evaluate.load_generator(path, args.device)
+            lm = sample.load_generator(path, args.device)
             key = base = lm.model + ("-vae" if lm.use_vae else "")
             n = 2
             while key in self.models:  # two checkpoints of one kind: sean, sean-2, ...
@@ -119,11 +119,11 @@ class Painter:
                 raise ValueError(f"{key} was trained on {lm.dataset} at {lm.size}, {first.name} on "
                                  f"{first.dataset} at {first.size}: pass checkpoints of one dataset and size")
         self.info, self.size, self.device = first.info, first.size, args.device
-        self.val = evaluate.build_split(first.dataset, first.dataroot, "val", first.size,
+        self.val = data.build_split(first.dataset, first.dataroot, "val", first.size,
                                         length=args.val_samples, seed=first.seed)
         self.n_val = min(len(self.val), args.val_samples)
         # SEAN's default code of a class: its mean over training images (as the official demo), not zero
-        self.mean_codes = {k: evaluate.mean_style_codes(lm, args.mean_style_images).to(args.device)
+        self.mean_codes = {k: sample.mean_style_codes(lm, args.mean_style_images).to(args.device)
                            for k, lm in self.models.items() if lm.model == "sean"}
         self.lock = threading.Lock()  # one synthesis at a time: the global RNG seeds SEAN's noise
         self.sample = lru_cache(maxsize=None)(self.val.__getitem__)
@@ -164,7 +164,7 @@ class Painter:
         return torch.where(present, codes, self.mean_codes[key])
 
     def read_label(self, body: bytes) -> torch.Tensor:
-        """PNG bytes -> (H, W) class ids, checked by evaluate.read_label_map (ids, palette colours)."""
+        """PNG bytes -> (H, W) class ids, checked by sample.read_label_map (ids, palette colours)."""
         if not body.startswith(PNG_SIGNATURE):
             raise BadRequest("the request body is not a PNG")
         try:
@@ -178,21 +178,18 @@ class Painter:
             path = Path(tmp) / "label.png"
             path.write_bytes(body)
             try:
-                return evaluate.read_label_map(path, self.info, self.size)
+                return sample.read_label_map(path, self.info, self.size)
             except ValueError as err:
                 raise BadRequest(str(err).replace(f"{path}: ", "").splitlines()[0]) from err
 
-    @torch.no_grad()
-    def synthesize(self, body: bytes, query: dict[str, str]) -> tuple[bytes, float]:
-        """A PNG label map and the query's style choice -> (PNG picture, milliseconds in the networks)."""
+    def style_request(self, query: dict[str, str]) -> tuple:
+        """The query's model and style choice, checked: (model key, style, style_b, seed, t, regions)."""
         unknown = set(query) - {"model", "style", "seed", "style_b", "t", "region_style"}
         if unknown:
             raise BadRequest(f"unknown parameter {sorted(unknown)[0]!r}")
         key = query.get("model", next(iter(self.models)))
         if key not in self.models:
             raise BadRequest(f"unknown model {key!r} (loaded: {', '.join(self.models)})")
-        lm = self.models[key]
-        label = self.read_label(body)
         style, style_b, seed = (_param(query, n) for n in ("style", "style_b", "seed"))
         if seed is not None and seed < 0:
             raise BadRequest(f"seed must be 0 or more, got {seed}")
@@ -207,6 +204,14 @@ class Painter:
             if int(k) >= self.info.label_nc:
                 raise BadRequest(f"region_style {item!r}: class {k} outside 0..{self.info.label_nc - 1}")
             regions.append((int(k), int(i)))
+        return key, style, style_b, seed, t, regions
+
+    @torch.no_grad()
+    def synthesize(self, body: bytes, query: dict[str, str]) -> tuple[bytes, float]:
+        """A PNG label map and the query's style choice -> (PNG picture, milliseconds in the networks)."""
+        key, style, style_b, seed, t, regions = self.style_request(query)
+        lm = self.models[key]
+        label = self.read_label(body)
         with self.lock:
             start = time.perf_counter()
             torch.manual_seed(seed or 0)
@@ -239,8 +244,8 @@ class Painter:
 
 
 def to_png(image: torch.Tensor) -> bytes:
-    """(3, H, W) in [-1, 1] -> PNG bytes, quantized as evaluate.quantize_png (what a saved file holds)."""
-    pixels = (evaluate.quantize_png(image.cpu()) * 255).round().byte().permute(1, 2, 0).numpy()
+    """(3, H, W) in [-1, 1] -> PNG bytes, quantized as data.quantize_png (what a saved file holds)."""
+    pixels = (data.quantize_png(image.cpu()) * 255).round().byte().permute(1, 2, 0).numpy()
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels)).save(buf, "PNG", compress_level=1)  # speed over size
     return buf.getvalue()
@@ -263,89 +268,96 @@ def _param(query: dict, name: str, kind=int):
         raise BadRequest(f"{name} must be {what}, got {text[:40]!r}") from None
 
 
+class Handler(BaseHTTPRequestHandler):
+    """One request: the page, /info, /sample or POST /synthesize, for this server's own page only."""
+
+    timeout = SOCKET_TIMEOUT  # a client that stops sending frees its thread
+
+    def log_message(self, fmt, *args):  # quiet: the page sends a request per brush stroke
+        pass
+
+    def handle(self):
+        try:
+            super().handle()
+        except (ConnectionError, TimeoutError):  # the client went away (closed the tab, timed out)
+            self.close_connection = True
+
+    def own_address(self) -> bool:
+        """Only this server's own address: no other site's page (DNS rebinding, a cross-site POST)."""
+        port = self.server.server_address[1]
+        own = {f"127.0.0.1:{port}", f"localhost:{port}"}
+        origin = self.headers.get("Origin")
+        return self.headers.get("Host", "") in own and (origin is None or origin in
+                                                         {f"http://{h}" for h in own})
+
+    def send(self, status: int, body: bytes, ctype: str, headers: dict | None = None):
+        self.send_response(status)
+        base = {"Content-Type": ctype, "Content-Length": str(len(body)), "Cache-Control": "no-store"}
+        for k, v in (base | (headers or {})).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def fail(self, status: int, reason: str):
+        self.send(status, (reason + "\n").encode(), "text/plain; charset=utf-8")
+
+    def route(self):
+        method, url, painter = self.command, urlparse(self.path), self.server.painter
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        try:
+            if not self.own_address():
+                self.fail(HTTPStatus.FORBIDDEN, "requests must come from this server's own page "
+                          "(Host and Origin 127.0.0.1 or localhost on this port)")
+            elif method == "GET" and url.path in ("/", "/paint.html"):
+                self.send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
+            elif method == "GET" and url.path == "/info":
+                self.send(200, json.dumps(painter.info_json()).encode(), "application/json")
+            elif method == "GET" and url.path == "/sample":
+                body = json.dumps(painter.sample_json(_param(query, "index") or 0)).encode()
+                self.send(200, body, "application/json")
+            elif method == "POST" and url.path == "/synthesize":
+                length = self.headers.get("Content-Length", "")
+                length = int(length) if DIGITS.fullmatch(length) else -1
+                if length < 0 or length > MAX_BODY:
+                    self.close_connection = True  # the unread body must not be parsed as a request
+                    raise BadRequest(f"the body must be a PNG of at most {MAX_BODY} bytes with a "
+                                     "Content-Length header")
+                png, ms = painter.synthesize(self.rfile.read(length), query)
+                self.send(200, png, "image/png", {"X-Synthesis-ms": f"{ms:.1f}",
+                                                  "Access-Control-Expose-Headers": "X-Synthesis-ms"})
+            else:
+                self.fail(HTTPStatus.NOT_FOUND, f"no {method} {url.path}")
+        except BadRequest as err:
+            self.fail(HTTPStatus.BAD_REQUEST, str(err))
+        except Exception as err:  # a bug, not bad input: say so in one line and keep serving
+            self.fail(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(err).__name__}: {err}".splitlines()[0])
+
+    do_GET = do_POST = route
+
+class Server(ThreadingHTTPServer):
+    """A thread per request; `painter` is what the handlers draw with."""
+
+    daemon_threads = True
+    request_queue_size = 64  # listen backlog: concurrent clients queue, none waits for a retry
+    painter: Painter
+
+    def handle_error(self, request, client_address):  # one quiet line, not a traceback per abort
+        err = sys.exc_info()[1]
+        if not isinstance(err, (ConnectionError, TimeoutError)):
+            print(f"[paint] request from {client_address[0]} failed: {type(err).__name__}: {err}",
+                  file=sys.stderr)
+
+
 def serve(painter: Painter, port: int) -> ThreadingHTTPServer:
     """The server, on 127.0.0.1 only: a demo, not a service to expose."""
-
-    class Handler(BaseHTTPRequestHandler):
-        timeout = SOCKET_TIMEOUT  # a client that stops sending frees its thread
-
-        def log_message(self, fmt, *args):  # quiet: the page sends a request per brush stroke
-            pass
-
-        def handle(self):
-            try:
-                super().handle()
-            except (ConnectionError, TimeoutError):  # the client went away (closed the tab, timed out)
-                self.close_connection = True
-
-        def own_address(self) -> bool:
-            """Only this server's own address: no other site's page (DNS rebinding, a cross-site POST)."""
-            port = self.server.server_address[1]
-            own = {f"127.0.0.1:{port}", f"localhost:{port}"}
-            origin = self.headers.get("Origin")
-            return self.headers.get("Host", "") in own and (origin is None or origin in
-                                                             {f"http://{h}" for h in own})
-
-        def send(self, status: int, body: bytes, ctype: str, headers: dict | None = None):
-            self.send_response(status)
-            base = {"Content-Type": ctype, "Content-Length": str(len(body)), "Cache-Control": "no-store"}
-            for k, v in (base | (headers or {})).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def fail(self, status: int, reason: str):
-            self.send(status, (reason + "\n").encode(), "text/plain; charset=utf-8")
-
-        def route(self):
-            method, url = self.command, urlparse(self.path)
-            query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-            try:
-                if not self.own_address():
-                    self.fail(HTTPStatus.FORBIDDEN, "requests must come from this server's own page "
-                              "(Host and Origin 127.0.0.1 or localhost on this port)")
-                elif method == "GET" and url.path in ("/", "/paint.html"):
-                    self.send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
-                elif method == "GET" and url.path == "/info":
-                    self.send(200, json.dumps(painter.info_json()).encode(), "application/json")
-                elif method == "GET" and url.path == "/sample":
-                    body = json.dumps(painter.sample_json(_param(query, "index") or 0)).encode()
-                    self.send(200, body, "application/json")
-                elif method == "POST" and url.path == "/synthesize":
-                    length = self.headers.get("Content-Length", "")
-                    length = int(length) if DIGITS.fullmatch(length) else -1
-                    if length < 0 or length > MAX_BODY:
-                        self.close_connection = True  # the unread body must not be parsed as a request
-                        raise BadRequest(f"the body must be a PNG of at most {MAX_BODY} bytes with a "
-                                         "Content-Length header")
-                    png, ms = painter.synthesize(self.rfile.read(length), query)
-                    self.send(200, png, "image/png", {"X-Synthesis-ms": f"{ms:.1f}",
-                                                      "Access-Control-Expose-Headers": "X-Synthesis-ms"})
-                else:
-                    self.fail(HTTPStatus.NOT_FOUND, f"no {method} {url.path}")
-            except BadRequest as err:
-                self.fail(HTTPStatus.BAD_REQUEST, str(err))
-            except Exception as err:  # a bug, not bad input: say so in one line and keep serving
-                self.fail(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(err).__name__}: {err}".splitlines()[0])
-
-        do_GET = do_POST = route
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        request_queue_size = 64  # listen backlog: concurrent clients queue, none waits for a retry
-
-        def handle_error(self, request, client_address):  # one quiet line, not a traceback per abort
-            err = sys.exc_info()[1]
-            if not isinstance(err, (ConnectionError, TimeoutError)):
-                print(f"[paint] request from {client_address[0]} failed: {type(err).__name__}: {err}",
-                      file=sys.stderr)
-
-    return Server(("127.0.0.1", port), Handler)
+    server = Server(("127.0.0.1", port), Handler)
+    server.painter = painter
+    return server
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    models.add_dataclass_args(p, Args)
+    sample.add_dataclass_args(p, Args)
     args = Args(**vars(p.parse_args(argv)))
     if not 0 <= args.port <= 65535:  # checked before the models load
         print(f"error: --port {args.port} is not a TCP port (0..65535; 0 picks a free one)", file=sys.stderr)
@@ -375,5 +387,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    models.tune_allocator()
+    sample.tune_allocator()
     raise SystemExit(main())

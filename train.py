@@ -14,7 +14,7 @@ VGG loss (several times the tiny generator's cost; the default must run offline)
 
 train_step: the generator runs ONCE; D sees cat([fake.detach(), real]) in one pass; the G step reuses the same
 fake and runs D again, because feature matching needs the real image's features under the updated D (the
-official code runs G twice and updates D second). A checkpoint (models.py's format) holds the networks,
+official code runs G twice and updates D second). A checkpoint (sample.py's format) holds the networks,
 optimizers, schedules, counters, every rank's RNG state and the data position, so on the CPU N steps +
 resume + N steps is bit-identical to 2N steps. Ctrl-C / SIGTERM save and exit; a non-finite loss stops
 before the update. Outputs (rank 0) in <out_dir>/<name>/: args.json, log.jsonl, samples/, loss_curves.png,
@@ -47,6 +47,7 @@ import data
 import evaluate
 import losses
 import models
+import sample
 
 MODELS = ("spade", "sean", "concat", "pix2pixhd", "clade")
 DATASETS = ("synthetic", "cityscapes", "ade20k", "coco", "celebamask", "facades", "custom")
@@ -201,6 +202,7 @@ PRESETS: dict[str, dict] = {
     # Synthetic landscapes at paper width: SPADE's Flickr-landscapes schedule (50 epochs), 40k images.
     "landscapes": dict(PAPER, dataset="synthetic", synthetic_length=40000, niter=25, niter_decay=25),
 }
+
 CHOICES = dict(preset=tuple(PRESETS), model=MODELS, dataset=DATASETS, gan_mode=("hinge", "ls", "bce"),
                param_free=("batch", "instance", "syncbatch"),
                num_upsampling_layers=("normal", "more", "most"), bf16=("auto", "on", "off"))
@@ -210,6 +212,7 @@ CHOICES = dict(preset=tuple(PRESETS), model=MODELS, dataset=DATASETS, gan_mode=(
 ARCHITECTURE = ("model", "vae", "dataset", "crop_size", "aspect_ratio", "use_instance", "ngf", "ndf",
                 "norm_hidden", "num_D", "n_layers_D", "z_dim", "style_dim", "num_upsampling_layers",
                 "param_free")
+
 # Lower bounds of the counts and sizes, checked before anything is created.
 MINIMUM = dict(crop_size=1, synthetic_length=1, num_workers=0, ngf=1, ndf=1, norm_hidden=1, num_D=1,
                n_layers_D=1, z_dim=1, style_dim=1, batch_size=1, niter=0, niter_decay=0, max_steps=0,
@@ -218,76 +221,7 @@ MINIMUM = dict(crop_size=1, synthetic_length=1, num_workers=0, ngf=1, ndf=1, nor
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Command line: every Args field is a flag (its docstring the help line); defaults <- preset <- flags
-# ------------------------------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    table = "\n".join(f"  {k:11s} " + ", ".join(f"{a}={b}" for a, b in v.items() if a not in PAPER or
-                                                  PAPER[a] != b or k == "quick") for k, v in PRESETS.items())
-    p = argparse.ArgumentParser(
-        description="Train SPADE / SEAN / baselines. Defaults shown are the dataclass defaults; the preset "
-                    "(quick unless --preset) overrides some of them, explicit flags override both.",
-        epilog="presets (on top of the paper settings " + ", ".join(f"{a}={b}" for a, b in PAPER.items())
-               + "):\n" + table + "\n\n--no-vgg-loss is --lambda-vgg 0.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    models.add_dataclass_args(p, Args, CHOICES, show_defaults=False)  # unset flags stay out: we see the given
-    p.add_argument("--no-vgg-loss", "--no_vgg_loss", dest="lambda_vgg", action="store_const", const=0.0,
-                   default=argparse.SUPPRESS, help="train without the perceptual loss (lambda_vgg = 0)")
-    return p
-
-
-def parse_args(argv=None) -> Args:
-    """Dataclass defaults <- preset <- (config saved in the --resume checkpoint) <- explicit flags."""
-    given = vars(build_parser().parse_args(argv))
-    values = asdict(Args())
-    if given.get("resume"):
-        given["resume"], ckpt = resolve_resume(given["resume"])  # only the config is read here
-        saved = {k: v for k, v in ckpt["config"].items() if k in values}
-        differ = [k for k in ARCHITECTURE if k in given and k in saved and given[k] != saved[k]]
-        if differ:
-            flags = ", ".join(f"--{k.replace('_', '-')} {given[k]} (checkpoint: {saved[k]})" for k in differ)
-            raise SystemExit(f"error: checkpoint {given['resume']!r} was trained with other network "
-                             f"settings: {flags}; drop these flags to resume, or start a new run (another "
-                             "--name)")
-        values.update(saved)
-        if "name" not in given:  # go on in the folder the checkpoint is in, whatever name it was saved under
-            folder = os.path.dirname(os.path.abspath(given["resume"]))
-            values["out_dir"], values["name"] = os.path.dirname(folder), os.path.basename(folder)
-            given.pop("out_dir", None)
-    else:
-        values.update(PRESETS[given.get("preset", Args.preset)])
-    args = Args(**(values | given))
-    for key, low in MINIMUM.items():
-        if getattr(args, key) < low:
-            raise SystemExit(f"error: --{key.replace('_', '-')} {getattr(args, key)} must be "
-                             f"{'positive' if low > 0 else 'at least 0'}")
-    if args.niter + args.niter_decay < 1:
-        raise SystemExit("error: --niter + --niter-decay must be at least 1 epoch")
-    if args.vae and args.model != "spade":
-        raise SystemExit(f"error: --vae is SPADE's image encoder (--model spade), not for {args.model}")
-    check_crop_fits(args)
-    args.name = args.name or f"{args.preset}-{args.model}" + ("-vae" if args.vae else "")
-    return args
-
-
-def check_crop_fits(args: Args) -> None:
-    """The generator doubles its input 2^n times (pix2pixHD halves it 4 times and doubles it back): the
-    training images' height and width must be multiples of that, or G's output would not match them."""
-    n = 4 if args.model == "pix2pixhd" else models.NUM_UPSAMPLING[args.num_upsampling_layers]
-    height, factor = round(args.crop_size / args.aspect_ratio), 2**n
-    if args.crop_size % factor == 0 and height % factor == 0 and height > 0:
-        return
-    what = ("pix2pixHD's 4 downsamplings" if args.model == "pix2pixhd" else
-            f"{n} upsamplings (--num-upsampling-layers {args.num_upsampling_layers})")
-    fits = max(factor, args.crop_size // factor * factor)
-    raise SystemExit(f"error: --crop-size {args.crop_size} (images {height}x{args.crop_size} at aspect ratio "
-                     f"{args.aspect_ratio}) does not fit {what}: height and width must be multiples of "
-                     f"{factor}; use --crop-size {fits} or {fits + factor}")
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Training: main -> setup -> the loop of train_step; the helpers follow in the order they are used
+# Training: main -> setup -> the loop -> train_step (the rest of the file serves these four)
 # ------------------------------------------------------------------------------------------------------------
 
 
@@ -340,22 +274,46 @@ class Run:
         return self.args.batch_size // self.d.world
 
 
+def setup(args: Args, d: "Dist", device: torch.device) -> Run:
+    """Dataset, networks, optimizers (restored from --resume, else freshly seeded), DDP wrappers. Checks
+    only: nothing is written before Outputs."""
+    clear_first = check_run_folder(args)
+    ckpt = read_resume(args, device)
+    vgg = build_vgg(args, device)  # before the big networks: a missing weight file fails fast
+    dataset = build_dataset(args)
+    steps_per_epoch, total_steps = count_steps(args, len(dataset), d)
+    check_norm_fits(args, args.batch_size // d.world, d, device)
+    margs = models.ModelArgs.from_config(asdict(args), dataset.info.semantic_nc(args.use_instance),
+                                         bool(args.use_instance and dataset.info.has_instance))
+    G, D, E = build_networks(args, margs, d, device)
+    # TTUR: the generator (and the VAE encoder) at lr_G, the discriminator at lr_D
+    opt_G = torch.optim.Adam(list(G.parameters()) + (list(E.parameters()) if E is not None else []),
+                             lr=args.lr_G, betas=(args.beta1, args.beta2))
+    opt_D = torch.optim.Adam(D.parameters(), lr=args.lr_D, betas=(args.beta1, args.beta2))
+    run = Run(args, d, device, dataset, G, D, E, opt_G, opt_D,
+              torch.optim.lr_scheduler.LambdaLR(opt_G, lr_factor(args.niter, args.niter_decay)),
+              torch.optim.lr_scheduler.LambdaLR(opt_D, lr_factor(args.niter, args.niter_decay)),
+              margs, vgg, steps_per_epoch, total_steps, bf16=use_bf16(args.bf16, device),
+              clear_first=clear_first)
+    if ckpt is not None:
+        restore(run, ckpt)
+    else:  # per-rank noise streams
+        torch.manual_seed(args.seed + d.rank)
+        random.seed(args.seed + d.rank)
+        np.random.seed(args.seed + d.rank)
+    if d.enabled:
+        wrap_ddp(run)
+    return run
+
+
 def train(args: Args, d: "Dist", device: torch.device) -> dict:
+    """The loop: batch -> train_step (D step, G step) -> log and samples -> (evaluate) -> checkpoint."""
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     run = setup(args, d, device)
-    evaluator = None  # built before anything is written: a bad --eval-segmenter must not leave a run folder
-    if args.eval_every and d.main:
-        evaluator = evaluate.TrainingEvaluator(asdict(args), args.eval_images, args.eval_segmenter or None,
-                                               str(device), print, trust=args.trust_segmenter)
-    out = Outputs(run)  # every check has passed: the run folder is written from here on
-    if evaluator is not None:
-        out.log(f"--eval-every {args.eval_every}: {evaluator.n} validation images, "
-                f"{evaluator.frechet_name} for the Frechet distance")
-    if run.step >= run.total_steps:
-        out.log(f"nothing to do: the checkpoint is at step {run.step} of {run.total_steps} (raise "
-                "--max-steps/--niter)")
+    evaluator = build_evaluator(args, d, device)  # before any write: a bad segmenter leaves no run folder
+    out = Outputs(run, evaluator)  # every check has passed: the run folder is written from here on
     t0, steps_this_run, stopped = time.time(), 0, False
     with SignalStop() as stopper, out:
         while run.step < run.total_steps and not stopped:
@@ -373,116 +331,11 @@ def train(args: Args, d: "Dist", device: torch.device) -> dict:
                             f"continue with: python train.py --resume {path}")
                 if stopped or run.step >= run.total_steps:
                     break
-    if d.enabled:  # BatchNorm running statistics drift apart per rank between DDP's broadcasts: end equal
-        for m in (run.G, run.D, run.E):
-            for b in unwrap(m).buffers() if m is not None else ():
-                dist.broadcast(b, src=0)
+    sync_buffers(run)
     if not stopped:
         out.done(steps_this_run, time.time() - t0)
     return {"G": unwrap(run.G), "D": unwrap(run.D), "E": unwrap(run.E), "step": run.step,
             "epoch": run.epoch, "stopped": stopped}
-
-
-def setup(args: Args, d: "Dist", device: torch.device) -> Run:
-    """Dataset, networks, optimizers (restored from --resume, else freshly seeded), DDP wrappers. Checks
-    only: nothing is written before Outputs."""
-    clear_first = check_run_folder(args)
-    ckpt = None
-    if args.resume:  # parse_args has checked that it loads
-        ckpt = models.read_checkpoint(args.resume, device)
-        for key in ("model", "vae"):
-            if ckpt["config"].get(key) != getattr(args, key):
-                raise SystemExit(f"error: checkpoint {args.resume!r} is a --{key} {ckpt['config'].get(key)} "
-                                 f"run, not {getattr(args, key)}")
-    vgg = None  # first, so that a missing weight file fails before the big networks are built
-    if args.lambda_vgg:
-        try:
-            vgg = losses.VGGLoss(weights="imagenet").to(device)
-        except losses.VGGWeightsNotFoundError as e:
-            raise SystemExit(f"error: {e}") from None
-    if args.batch_size % d.world:
-        raise SystemExit(f"error: batch size {args.batch_size} is not divisible by {d.world} processes")
-    dataset = build_dataset(args)
-    steps_per_epoch = len(epoch_indices(len(dataset), args.seed, 0, d)) // (args.batch_size // d.world)
-    if steps_per_epoch == 0:
-        raise SystemExit(f"error: {len(dataset)} images cannot fill one batch of {args.batch_size}")
-    total_steps = (args.niter + args.niter_decay) * steps_per_epoch
-    total_steps = min(total_steps, args.max_steps) if args.max_steps else total_steps
-    check_norm_fits(args, args.batch_size // d.world, d, device)
-
-    use_edges = bool(args.use_instance and dataset.info.has_instance)
-    semantic_nc = dataset.info.semantic_nc(args.use_instance)
-    margs = models.ModelArgs.from_config(asdict(args), semantic_nc, use_edges)
-    torch.manual_seed(args.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-    G, D, E = models.build(margs)
-    if args.param_free == "syncbatch" and d.enabled and device.type != "cuda":
-        if d.main:
-            print("note: SyncBatchNorm needs GPUs; on CPU each process normalizes with its own statistics")
-        G = revert_sync_batchnorm(G)
-    elif args.param_free == "syncbatch" and d.enabled:
-        G = nn.SyncBatchNorm.convert_sync_batchnorm(G)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    G, D, E = (m if m is None else m.to(device, memory_format=memory_format).train() for m in (G, D, E))
-    opt_G = torch.optim.Adam(list(G.parameters()) + (list(E.parameters()) if E is not None else []),
-                             lr=args.lr_G, betas=(args.beta1, args.beta2))
-    opt_D = torch.optim.Adam(D.parameters(), lr=args.lr_D, betas=(args.beta1, args.beta2))
-    run = Run(args, d, device, dataset, G, D, E, opt_G, opt_D,
-              torch.optim.lr_scheduler.LambdaLR(opt_G, lr_factor(args.niter, args.niter_decay)),
-              torch.optim.lr_scheduler.LambdaLR(opt_D, lr_factor(args.niter, args.niter_decay)),
-              margs, vgg, steps_per_epoch, total_steps, bf16=use_bf16(args.bf16, device),
-              clear_first=clear_first)
-    if ckpt is not None:
-        restore(run, ckpt)
-    else:  # per-rank noise streams
-        torch.manual_seed(args.seed + d.rank)
-        random.seed(args.seed + d.rank)
-        np.random.seed(args.seed + d.rank)
-    if d.enabled:
-        ids = [device.index] if device.type == "cuda" else None
-        # SEAN's per-class style layers get no gradient when their class is absent from a rank's batch
-        run.G = DDP(G, device_ids=ids, find_unused_parameters=args.model == "sean")
-        run.D = DDP(D, device_ids=ids)
-        run.E = DDP(E, device_ids=ids) if E is not None else None
-    return run
-
-
-def check_run_folder(args: Args) -> bool:
-    """A run folder holds one run: a fresh start (or a resume into another folder) is refused where a run's
-    files are, unless --overwrite (then True: delete them first). Resuming in the checkpoint's own folder
-    continues that run."""
-    run_dir = os.path.join(args.out_dir, args.name)
-    if not os.path.isdir(run_dir):
-        return False
-    held = sorted(f for f in os.listdir(run_dir) if f in ("args.json", "log.jsonl", "best.pt")
-                  or (f.startswith("ckpt_") and f.endswith(".pt")))
-    if args.resume and os.path.samefile(os.path.dirname(os.path.abspath(args.resume)), run_dir):
-        return False
-    if not held:
-        return False
-    if args.overwrite:
-        return True
-    files = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
-    raise SystemExit(f"error: {run_dir} already holds a run ({files}): continue it with --resume {run_dir}, "
-                     "or pick another --name, or pass --overwrite to delete it and start afresh")
-
-
-def restore(run: Run, ckpt: dict) -> None:
-    """Weights, optimizer moments, schedules, counters and RNG states of a checkpoint."""
-    for name in ("G", "D", "E", "opt_G", "opt_D", "sched_G", "sched_D"):
-        if getattr(run, name) is not None:
-            getattr(run, name).load_state_dict(ckpt[name])
-    run.step, run.epoch, run.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
-    run.best_frechet = ckpt.get("best_frechet")
-    if len(ckpt["rng"]) == run.d.world:
-        set_rng_state(ckpt["rng"][run.d.rank])
-    else:
-        if run.d.main:
-            print(f"note: checkpoint written by {len(ckpt['rng'])} processes, resuming on {run.d.world}: "
-                  "data order is kept, noise streams are reseeded")
-        torch.manual_seed(run.args.seed + 7919 * (run.d.rank + 1) + run.step)
-    if run.d.main:
-        print(f"resumed from {run.args.resume} at step {run.step} (epoch {run.epoch}, batch "
-              f"{run.batch_in_epoch})")
 
 
 def train_step(run: Run, batch: dict) -> tuple[dict, dict, tuple]:
@@ -520,32 +373,6 @@ def train_step(run: Run, batch: dict) -> tuple[dict, dict, tuple]:
         run.sched_D.step()
         run.epoch, run.batch_in_epoch = run.epoch + 1, 0
     return d_terms, g_terms, (label, real, fake)
-
-
-def stop_nonfinite(run: Run, terms: dict, which: str) -> None:
-    """Stop every rank before the optimizer step that would use a non-finite loss."""
-    bad = not all(torch.isfinite(v).item() for v in terms.values())
-    if any_rank(bad, run.d, run.device):
-        values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-        where = last_checkpoint(run) if run.d.main else "(see rank 0)"
-        raise SystemExit(f"error: non-finite {which} loss at step {run.step + 1} ({values}); stopped before "
-                         f"the update. Last good checkpoint: {where}")
-
-
-def evaluate_now(run: Run, evaluator, out: "Outputs") -> None:
-    """--eval-every: rank 0 scores G (the others wait at the next collective); a new best -> best.pt."""
-    scores = evaluator(unwrap(run.G), unwrap(run.E)) if run.d.main else {}
-    improved = run.d.main and (run.best_frechet is None or scores["frechet"] < run.best_frechet)
-    if run.d.main:
-        run.best_frechet = scores["frechet"] if improved else run.best_frechet
-        out.write({"step": run.step, **{f"eval/{k}": v for k, v in scores.items()}})
-    if any_rank(improved, run.d, run.device):
-        save(run, "best.pt")
-
-
-# ------------------------------------------------------------------------------------------------------------
-# One training step in three pieces (train_step runs them with its checks in between; bench.py times them)
-# ------------------------------------------------------------------------------------------------------------
 
 
 def generate(G, E, segmap, real, model: str):
@@ -601,8 +428,52 @@ def generator_terms(D, segmap, fake, real, args: Args, vgg=None, mu=None, logvar
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Data: a permutation per epoch from a generator seeded by (seed, epoch), sharded across ranks
+# Setup pieces: networks, optimizer steps, data order, learning-rate schedule, precision
 # ------------------------------------------------------------------------------------------------------------
+
+
+def build_vgg(args: Args, device: torch.device) -> nn.Module | None:
+    """The perceptual loss's VGG19 (None at lambda_vgg = 0); a missing ImageNet weight file stops here."""
+    if not args.lambda_vgg:
+        return None
+    try:
+        return losses.VGGLoss(weights="imagenet").to(device)
+    except losses.VGGWeightsNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def count_steps(args: Args, n_images: int, d: "Dist") -> tuple[int, int]:
+    """(steps per epoch, total steps): the epochs of the schedule, capped by --max-steps."""
+    if args.batch_size % d.world:
+        raise SystemExit(f"error: batch size {args.batch_size} is not divisible by {d.world} processes")
+    steps_per_epoch = len(epoch_indices(n_images, args.seed, 0, d)) // (args.batch_size // d.world)
+    if steps_per_epoch == 0:
+        raise SystemExit(f"error: {n_images} images cannot fill one batch of {args.batch_size}")
+    total_steps = (args.niter + args.niter_decay) * steps_per_epoch
+    return steps_per_epoch, min(total_steps, args.max_steps) if args.max_steps else total_steps
+
+
+def build_networks(args: Args, margs: models.ModelArgs, d: "Dist", device: torch.device):
+    """G, D, E on the device in training mode, the same initial weights on every rank; sync batch norm as
+    the hardware allows."""
+    torch.manual_seed(args.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    G, D, E = models.build(margs)
+    if args.param_free == "syncbatch" and d.enabled and device.type != "cuda":
+        if d.main:
+            print("note: SyncBatchNorm needs GPUs; on CPU each process normalizes with its own statistics")
+        G = revert_sync_batchnorm(G)
+    elif args.param_free == "syncbatch" and d.enabled:
+        G = nn.SyncBatchNorm.convert_sync_batchnorm(G)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    return tuple(m if m is None else m.to(device, memory_format=memory_format).train() for m in (G, D, E))
+
+
+def build_evaluator(args: Args, d: "Dist", device: torch.device):
+    """--eval-every: the scorer of evaluate.py (rank 0), else None."""
+    if not (args.eval_every and d.main):
+        return None
+    return evaluate.TrainingEvaluator(asdict(args), args.eval_images, args.eval_segmenter or None,
+                                      str(device), print, trust=args.trust_segmenter)
 
 
 def build_dataset(args: Args):
@@ -661,6 +532,75 @@ def use_bf16(setting: str | bool, device: torch.device) -> bool:
     return device.type == "cpu" and (cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported())
 
 
+# ------------------------------------------------------------------------------------------------------------
+# Command line: every Args field is a flag (its docstring the help line); defaults <- preset <- flags
+# ------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    table = "\n".join(f"  {k:11s} " + ", ".join(f"{a}={b}" for a, b in v.items() if a not in PAPER or
+                                                  PAPER[a] != b or k == "quick") for k, v in PRESETS.items())
+    p = argparse.ArgumentParser(
+        description="Train SPADE / SEAN / baselines. Defaults shown are the dataclass defaults; the preset "
+                    "(quick unless --preset) overrides some of them, explicit flags override both.",
+        epilog="presets (on top of the paper settings " + ", ".join(f"{a}={b}" for a, b in PAPER.items())
+               + "):\n" + table + "\n\n--no-vgg-loss is --lambda-vgg 0.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sample.add_dataclass_args(p, Args, CHOICES, show_defaults=False)  # unset flags stay out: we see the given
+    p.add_argument("--no-vgg-loss", "--no_vgg_loss", dest="lambda_vgg", action="store_const", const=0.0,
+                   default=argparse.SUPPRESS, help="train without the perceptual loss (lambda_vgg = 0)")
+    return p
+
+
+def parse_args(argv=None) -> Args:
+    """Dataclass defaults <- preset <- (config saved in the --resume checkpoint) <- explicit flags."""
+    given = vars(build_parser().parse_args(argv))
+    values = asdict(Args())
+    if given.get("resume"):
+        given["resume"], ckpt = resolve_resume(given["resume"])  # only the config is read here
+        saved = {k: v for k, v in ckpt["config"].items() if k in values}
+        differ = [k for k in ARCHITECTURE if k in given and k in saved and given[k] != saved[k]]
+        if differ:
+            flags = ", ".join(f"--{k.replace('_', '-')} {given[k]} (checkpoint: {saved[k]})" for k in differ)
+            raise SystemExit(f"error: checkpoint {given['resume']!r} was trained with other network "
+                             f"settings: {flags}; drop these flags to resume, or start a new run (another "
+                             "--name)")
+        values.update(saved)
+        if "name" not in given:  # go on in the folder the checkpoint is in, whatever name it was saved under
+            folder = os.path.dirname(os.path.abspath(given["resume"]))
+            values["out_dir"], values["name"] = os.path.dirname(folder), os.path.basename(folder)
+            given.pop("out_dir", None)
+    else:
+        values.update(PRESETS[given.get("preset", Args.preset)])
+    args = Args(**(values | given))
+    for key, low in MINIMUM.items():
+        if getattr(args, key) < low:
+            raise SystemExit(f"error: --{key.replace('_', '-')} {getattr(args, key)} must be "
+                             f"{'positive' if low > 0 else 'at least 0'}")
+    if args.niter + args.niter_decay < 1:
+        raise SystemExit("error: --niter + --niter-decay must be at least 1 epoch")
+    if args.vae and args.model != "spade":
+        raise SystemExit(f"error: --vae is SPADE's image encoder (--model spade), not for {args.model}")
+    check_crop_fits(args)
+    args.name = args.name or f"{args.preset}-{args.model}" + ("-vae" if args.vae else "")
+    return args
+
+
+def check_crop_fits(args: Args) -> None:
+    """The generator doubles its input 2^n times (pix2pixHD halves it 4 times and doubles it back): the
+    training images' height and width must be multiples of that, or G's output would not match them."""
+    n = 4 if args.model == "pix2pixhd" else models.NUM_UPSAMPLING[args.num_upsampling_layers]
+    height, factor = round(args.crop_size / args.aspect_ratio), 2**n
+    if args.crop_size % factor == 0 and height % factor == 0 and height > 0:
+        return
+    what = ("pix2pixHD's 4 downsamplings" if args.model == "pix2pixhd" else
+            f"{n} upsamplings (--num-upsampling-layers {args.num_upsampling_layers})")
+    fits = max(factor, args.crop_size // factor * factor)
+    raise SystemExit(f"error: --crop-size {args.crop_size} (images {height}x{args.crop_size} at aspect ratio "
+                     f"{args.aspect_ratio}) does not fit {what}: height and width must be multiples of "
+                     f"{factor}; use --crop-size {fits} or {fits + factor}")
+
+
 def check_norm_fits(args: Args, per_rank_batch: int, d: "Dist", device: torch.device) -> None:
     """A normalization needs more than one value per channel. The generator's first block runs at
     (crop / 2^n_up) pixels, 1x1 at crop 32: instance norm cannot work there, batch norm only with a batch
@@ -684,7 +624,7 @@ def check_norm_fits(args: Args, per_rank_batch: int, d: "Dist", device: torch.de
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Checkpoints (the file format is models.py's): save, resume, RNG states
+# Checkpoints, resuming, a run folder that holds a run, stopping (signals, non-finite losses)
 # ------------------------------------------------------------------------------------------------------------
 
 
@@ -696,23 +636,23 @@ def save(run: Run, name: str = "") -> str | None:
         dist.all_gather_object(rngs, rng_state())
     if not run.d.main:
         return None
-    state = {"format": models.CKPT_FORMAT, "config": asdict(run.args), "model_args": asdict(run.model_args),
+    state = {"format": sample.CKPT_FORMAT, "config": asdict(run.args), "model_args": asdict(run.model_args),
              "step": run.step, "epoch": run.epoch, "batch_in_epoch": run.batch_in_epoch,
              "world_size": run.d.world, "best_frechet": run.best_frechet, "rng": rngs,
              **{k: None if getattr(run, k) is None else unwrap(getattr(run, k)).state_dict()
                 for k in ("G", "D", "E")},
              **{k: getattr(run, k).state_dict() for k in ("opt_G", "opt_D", "sched_G", "sched_D")}}
     path = os.path.join(run.run_dir, name or f"ckpt_{run.step:08d}.pt")
-    models.atomic_save(state, path)
+    sample.atomic_save(state, path)
     if not name and run.args.keep_checkpoints:
-        for f in models.list_checkpoints(run.run_dir)[:-run.args.keep_checkpoints]:
+        for f in sample.list_checkpoints(run.run_dir)[:-run.args.keep_checkpoints]:
             os.remove(os.path.join(run.run_dir, f))
     return path
 
 
 def last_checkpoint(run: Run) -> str:
     """This run's newest checkpoint (the folder may hold a larger step of an older run)."""
-    names = [n for n in models.list_checkpoints(run.run_dir) if int(n[5:-3]) <= run.step]
+    names = [n for n in sample.list_checkpoints(run.run_dir) if int(n[5:-3]) <= run.step]
     return os.path.join(run.run_dir, names[-1]) if names else "none saved yet"
 
 
@@ -721,7 +661,7 @@ def resolve_resume(path: str) -> tuple[str, dict]:
     newest checkpoint that loads: one cut short (a crash mid-copy, a full disk) is skipped with a note; an
     unreadable file given by name is an error that names the newest good checkpoint beside it."""
     folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
-    names = models.list_checkpoints(path) if os.path.isdir(path) else [os.path.basename(path)]
+    names = sample.list_checkpoints(path) if os.path.isdir(path) else [os.path.basename(path)]
     if not names:
         raise SystemExit(f"error: no checkpoint (ckpt_*.pt) in {path!r}")
     if not os.path.isfile(os.path.join(folder, names[-1])):
@@ -729,19 +669,70 @@ def resolve_resume(path: str) -> tuple[str, dict]:
     unreadable = []
     for name in reversed(names):
         try:
-            ckpt = models.read_checkpoint(os.path.join(folder, name), "cpu", mmap=True)
+            ckpt = sample.read_checkpoint(os.path.join(folder, name), "cpu", mmap=True)
         except ValueError as e:
             unreadable.append(str(e))
             continue
         if unreadable and os.environ.get("RANK", "0") == "0":
             print(f"note: {unreadable[0]}; resuming from the newest readable one, {name}", file=sys.stderr)
         return os.path.join(folder, name), ckpt
-    for name in reversed([n for n in models.list_checkpoints(folder) if n != names[-1]]):
+    for name in reversed([n for n in sample.list_checkpoints(folder) if n != names[-1]]):
         with contextlib.suppress(ValueError):
-            models.read_checkpoint(os.path.join(folder, name), "cpu", mmap=True)
+            sample.read_checkpoint(os.path.join(folder, name), "cpu", mmap=True)
             raise SystemExit(f"error: {unreadable[0]}. The newest readable checkpoint beside it is "
                              f"{os.path.join(folder, name)!r}: resume from that, or from the folder")
     raise SystemExit(f"error: {unreadable[0]}")
+
+
+def read_resume(args: Args, device: torch.device) -> dict | None:
+    """The --resume checkpoint (parse_args has checked that it loads), or None for a fresh run."""
+    if not args.resume:
+        return None
+    ckpt = sample.read_checkpoint(args.resume, device)
+    for key in ("model", "vae"):
+        if ckpt["config"].get(key) != getattr(args, key):
+            raise SystemExit(f"error: checkpoint {args.resume!r} is a --{key} {ckpt['config'].get(key)} "
+                             f"run, not {getattr(args, key)}")
+    return ckpt
+
+
+def check_run_folder(args: Args) -> bool:
+    """A run folder holds one run: a fresh start (or a resume into another folder) is refused where a run's
+    files are, unless --overwrite (then True: delete them first). Resuming in the checkpoint's own folder
+    continues that run."""
+    run_dir = os.path.join(args.out_dir, args.name)
+    if not os.path.isdir(run_dir):
+        return False
+    held = sorted(f for f in os.listdir(run_dir) if f in ("args.json", "log.jsonl", "best.pt")
+                  or (f.startswith("ckpt_") and f.endswith(".pt")))
+    if args.resume and os.path.samefile(os.path.dirname(os.path.abspath(args.resume)), run_dir):
+        return False
+    if not held:
+        return False
+    if args.overwrite:
+        return True
+    files = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+    raise SystemExit(f"error: {run_dir} already holds a run ({files}): continue it with --resume {run_dir}, "
+                     "or pick another --name, or pass --overwrite to delete it and start afresh")
+
+
+def restore(run: Run, ckpt: dict) -> None:
+    """Weights, optimizer moments, schedules, counters and RNG states of a checkpoint."""
+    for name in ("G", "D", "E", "opt_G", "opt_D", "sched_G", "sched_D"):
+        if getattr(run, name) is not None:
+            getattr(run, name).load_state_dict(ckpt[name])
+    run.step, run.epoch, run.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+    run.best_frechet = ckpt.get("best_frechet")
+    if len(ckpt["rng"]) == run.d.world:
+        set_rng_state(ckpt["rng"][run.d.rank])
+    else:
+        if run.d.main:
+            print(f"note: checkpoint written by {len(ckpt['rng'])} processes, resuming on {run.d.world}: "
+                  "data order is kept, noise streams are reseeded")
+        torch.manual_seed(run.args.seed + 7919 * (run.d.rank + 1) + run.step)
+    if run.d.main:
+        print(f"resumed from {run.args.resume} at step {run.step} (epoch {run.epoch}, batch "
+              f"{run.batch_in_epoch})")
 
 
 def rng_state() -> dict:
@@ -766,8 +757,53 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def stop_nonfinite(run: Run, terms: dict, which: str) -> None:
+    """Stop every rank before the optimizer step that would use a non-finite loss."""
+    bad = not all(torch.isfinite(v).item() for v in terms.values())
+    if any_rank(bad, run.d, run.device):
+        values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+        where = last_checkpoint(run) if run.d.main else "(see rank 0)"
+        raise SystemExit(f"error: non-finite {which} loss at step {run.step + 1} ({values}); stopped before "
+                         f"the update. Last good checkpoint: {where}")
+
+
+class SignalStop:
+    """First SIGINT/SIGTERM: finish the step, save, exit. Second SIGINT: abort immediately."""
+
+    def __init__(self):
+        self.requested, self.previous = False, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self.previous[s] = signal.signal(s, self.handle)
+        return self
+
+    def handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step "
+              "(Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+
+
+def evaluate_now(run: Run, evaluator, out: "Outputs") -> None:
+    """--eval-every: rank 0 scores G (the others wait at the next collective); a new best -> best.pt."""
+    scores = evaluator(unwrap(run.G), unwrap(run.E)) if run.d.main else {}
+    improved = run.d.main and (run.best_frechet is None or scores["frechet"] < run.best_frechet)
+    if run.d.main:
+        run.best_frechet = scores["frechet"] if improved else run.best_frechet
+        out.write({"step": run.step, **{f"eval/{k}": v for k, v in scores.items()}})
+    if any_rank(improved, run.d, run.device):
+        save(run, "best.pt")
+
+
 # ------------------------------------------------------------------------------------------------------------
-# Distributed setup (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK)
+# Distributed (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK)
 # ------------------------------------------------------------------------------------------------------------
 
 
@@ -800,6 +836,23 @@ def setup_distributed(args: Args) -> tuple[Dist, torch.device]:
     if d.enabled and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return d, device
+
+
+def wrap_ddp(run: Run) -> None:
+    """DistributedDataParallel around G, D (and E), one device per process."""
+    ids = [run.device.index] if run.device.type == "cuda" else None
+    # SEAN's per-class style layers get no gradient when their class is absent from a rank's batch
+    run.G = DDP(run.G, device_ids=ids, find_unused_parameters=run.args.model == "sean")
+    run.D = DDP(run.D, device_ids=ids)
+    run.E = DDP(run.E, device_ids=ids) if run.E is not None else None
+
+
+def sync_buffers(run: Run) -> None:
+    """BatchNorm running statistics drift apart per rank between DDP's broadcasts: end with rank 0's."""
+    if run.d.enabled:
+        for m in (run.G, run.D, run.E):
+            for b in unwrap(m).buffers() if m is not None else ():
+                dist.broadcast(b, src=0)
 
 
 def any_rank(flag: bool, d: Dist, device) -> bool:
@@ -835,7 +888,7 @@ def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
 class Outputs:
     """Everything rank 0 writes besides checkpoints; on other ranks every method does nothing."""
 
-    def __init__(self, run: Run):
+    def __init__(self, run: Run, evaluator=None):
         self.run, self.main = run, run.d.main
         self.log_path = os.path.join(run.run_dir, "log.jsonl")
         self.tb = self.pbar = self.file = None
@@ -871,6 +924,12 @@ class Outputs:
         if run.bf16 and not use_bf16("auto", run.device):
             print(f"warning: {run.device} has no native bf16 matmul: bf16 autocast is emulated and slow "
                   "there (35x slower than float32 on an AVX2 CPU); --bf16 auto picks float32")
+        if evaluator is not None:
+            print(f"--eval-every {a.eval_every}: {evaluator.n} validation images, "
+                  f"{evaluator.frechet_name} for the Frechet distance")
+        if run.step >= run.total_steps:
+            print(f"nothing to do: the checkpoint is at step {run.step} of {run.total_steps} (raise "
+                  "--max-steps/--niter)")
 
     def log(self, *msg, **kw) -> None:
         if self.main:
@@ -1009,30 +1068,6 @@ def plot_losses(log_path: str, png_path: str) -> None:
     fig.savefig(png_path, dpi=80)
 
 
-class SignalStop:
-    """First SIGINT/SIGTERM: finish the step, save, exit. Second SIGINT: abort immediately."""
-
-    def __init__(self):
-        self.requested, self.previous = False, {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self.previous[s] = signal.signal(s, self.handle)
-        return self
-
-    def handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step "
-              "(Ctrl-C again to abort)", file=sys.stderr, flush=True)
-
-    def __exit__(self, *exc):
-        for s, h in self.previous.items():
-            signal.signal(s, h)
-
-
 if __name__ == "__main__":
-    models.tune_allocator()  # the command line only: importing train.py changes nothing process-wide
+    sample.tune_allocator()  # the command line only: importing train.py changes nothing process-wide
     main()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import bench
+import sample
 import train
 
 TINY = ["--preset", "quick", "--crop-size", "32", "--ngf", "4", "--ndf", "4", "--batch-size", "2",
@@ -129,17 +130,16 @@ def test_sean_vs_spade_table_ratio_is_the_measured_ratio():
 
 def test_tune_allocator_stops_page_faults_only_where_called(monkeypatch):
     """In fresh processes: freeing and allocating a 64 MB tensor again faults its pages in every time with
-    glibc's default malloc, and not at all after models.tune_allocator() once the heap has grown (a few
+    glibc's default malloc, and not at all after sample.tune_allocator() once the heap has grown (a few
     rounds, as a training run's first steps); a user's GLIBC_TUNABLES wins."""
     import os
     import statistics
     import subprocess
     import sys
 
-    import models
     script = (
-        "import resource, sys, torch, models\n"
-        "said = models.tune_allocator() if sys.argv[1] == 'tuned' else ''\n"
+        "import resource, sys, torch, sample\n"
+        "said = sample.tune_allocator() if sys.argv[1] == 'tuned' else ''\n"
         "rounds = []\n"
         "for _ in range(20):\n"
         "    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
@@ -159,4 +159,4 @@ def test_tune_allocator_stops_page_faults_only_where_called(monkeypatch):
     assert default > 10_000  # 64 MB = 16k pages, unmapped and faulted in again each round
     assert said.startswith("glibc malloc keeps freed memory") and tuned < 100, (said, tuned)
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=4096")  # returns before any mallopt
-    assert models.tune_allocator() == "allocator as set by GLIBC_TUNABLES / LD_PRELOAD"
+    assert sample.tune_allocator() == "allocator as set by GLIBC_TUNABLES / LD_PRELOAD"

@@ -348,7 +348,7 @@ def test_out_of_range_raw_ids_are_errors_not_dontcare(tmp_path):
 
 
 def test_map_label_uses_only_info():
-    """evaluate.read_label_map calls map_label on a stand-in that holds only info (and official_ids)."""
+    """sample.read_label_map calls map_label on a stand-in that holds only info (and official_ids)."""
     coco = SimpleNamespace(info=data.CocoStuffDataset.INFO)
     label = data.CocoStuffDataset.map_label(coco, np.array([[0, 181, 255]]), "x.png")
     assert label.tolist() == [[0, 181, 182]]
@@ -619,3 +619,12 @@ def test_malformed_palettes_name_the_file_and_entry(tmp_path, palette, says):
     with pytest.raises(DataError) as err:
         data.load_palette(path)
     assert says in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_shown_writes_repository_paths_relative_and_the_home_folder_as_tilde(monkeypatch, tmp_path):
+    monkeypatch.setattr(data.Path, "home", classmethod(lambda cls: tmp_path / "me"))
+    assert data.shown(tmp_path / "me" / ".cache" / "x.pth") == "~/.cache/x.pth"
+    assert data.shown(tmp_path / "me") == "~"
+    assert data.shown(tmp_path / "meme" / "x") == str(tmp_path / "meme" / "x")  # a sibling, not home
+    assert data.shown("runs/a") == "runs/a"
+    assert data.shown(data.Path(data.__file__).resolve().parent / "weights" / "x.pt") == "weights/x.pt"

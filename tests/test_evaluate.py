@@ -13,7 +13,9 @@ import scipy.linalg
 import torch
 from PIL import Image
 
+import data
 import evaluate as ev
+import sample
 
 # ------------------------------------------------------------------------------------------------------------
 # Frechet distance (equation 17)
@@ -136,7 +138,7 @@ def test_lpips_needs_the_real_alexnet_file(tmp_path, monkeypatch):
 
 def test_quantize_png_and_diversity():
     x = torch.tensor([-1.0, -0.5, 0.0, 0.999, 1.0, 3.0])
-    q = ev.quantize_png(x)
+    q = data.quantize_png(x)
     assert torch.equal(q * 255, torch.round(q * 255))  # exactly uint8 levels
     assert q[0] == 0 and q[-1] == 1 and q[-2] == 1
     same = torch.zeros(3, 3, 4, 4)
@@ -387,11 +389,11 @@ def test_over_seeds_groups_runs_that_differ_only_in_the_seed():
 
 def test_export_writes_a_float16_generator_that_loads_like_the_checkpoint(ckpts, tmp_path, capsys):
     out = tmp_path / "vae16.pt"
-    assert ev.main(["export", "--ckpt", ckpts["vae"], "--out", str(out)]) == 0
+    assert sample.main(["export", "--ckpt", ckpts["vae"], "--out", str(out)]) == 0
     assert "generator + encoder weights, float16" in capsys.readouterr().out
     blob = torch.load(out, weights_only=True)
     assert "D" not in blob and "opt_G" not in blob and blob["G"]["fc.weight"].dtype == torch.float16
-    full, half = ev.load_generator(ckpts["vae"]), ev.load_generator(out)
+    full, half = sample.load_generator(ckpts["vae"]), sample.load_generator(out)
     assert next(half.G.parameters()).dtype == torch.float32  # cast back on loading
     label = torch.randint(0, 9, (1, 32, 32))
     image = torch.rand(1, 3, 32, 32) * 2 - 1
@@ -425,16 +427,16 @@ def test_committed_segmenter_is_used_without_training(tmp_path):
 def test_committed_demo_weights_load_and_fit_the_budget():
     """weights/demo-*.pt: generator (+ encoder) only, float16, loadable with weights_only; with the segmenter
     at most 25 MB; each loads through load_demo with the demo preset's widths and synthesizes."""
-    files = sorted(ev.SHIPPED.glob("*.pt"))
-    assert {f.name for f in files} >= {f"demo-{name}.pt" for name in ev.DEMO}
+    files = sorted(sample.WEIGHTS.glob("*.pt"))
+    assert {f.name for f in files} >= {f"demo-{name}.pt" for name in sample.DEMO}
     assert sum(f.stat().st_size for f in files) <= 25e6
-    sample = ev.build_split("synthetic", None, "val", (64, 64), length=1)[0]
-    label, image = sample["label"][None], sample["image"][None]
-    for name, command in ev.DEMO.items():
-        blob = torch.load(ev.SHIPPED / f"demo-{name}.pt", map_location="cpu", weights_only=True)
+    item = data.build_split("synthetic", None, "val", (64, 64), length=1)[0]
+    label, image = item["label"][None], item["image"][None]
+    for name, command in sample.DEMO.items():
+        blob = torch.load(sample.WEIGHTS / f"demo-{name}.pt", map_location="cpu", weights_only=True)
         dtypes = {t.dtype for t in blob["G"].values() if t.is_floating_point()}
         assert "D" not in blob and dtypes == {torch.float16}
-        lm = ev.load_demo(name)
+        lm = sample.load_demo(name)
         assert (lm.model, lm.use_vae, lm.size, lm.config["ngf"]) == (name.split("-")[0], name.endswith("vae"),
                                                                     (64, 64), 12)
         assert f"--name demo-{name}" in command and ("--vae" in command) == lm.use_vae
@@ -443,11 +445,11 @@ def test_committed_demo_weights_load_and_fit_the_budget():
 
 
 def test_load_demo_names_the_command_for_a_missing_file(monkeypatch, tmp_path):
-    monkeypatch.setattr(ev, "SHIPPED", tmp_path)
+    monkeypatch.setattr(sample, "WEIGHTS", tmp_path)
     with pytest.raises(FileNotFoundError, match="--model sean --niter 12 --niter-decay 12 --name demo-sean"):
-        ev.load_demo("sean")
+        sample.load_demo("sean")
     with pytest.raises(ValueError, match="choose one of spade, spade-vae, sean"):
-        ev.load_demo("clade")
+        sample.load_demo("clade")
 
 
 def test_metrics_with_inception_weights_and_torchscript_segmenter(ckpts, inception_file, tmp_path):
@@ -474,12 +476,12 @@ def test_checkpoint_of_another_label_count_is_rejected(tmp_path):
     G, _, _ = models.build(models.ModelArgs.from_config(asdict(args), 5, False))  # the synthetic set has 10
     torch.save({"format": 1, "config": asdict(args), "G": G.state_dict()}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="another dataset or label count"):
-        ev.load_generator(tmp_path / "other.pt")
+        sample.load_generator(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError):
-        ev.load_generator(tmp_path / "missing.pt")
+        sample.load_generator(tmp_path / "missing.pt")
     torch.save({"weights": 1}, tmp_path / "foreign.pt")
     with pytest.raises(ValueError, match="not a train.py checkpoint"):
-        ev.load_generator(tmp_path / "foreign.pt")
+        sample.load_generator(tmp_path / "foreign.pt")
 
 
 def test_checkpoint_model_args_rebuild_the_networks(ckpts, tmp_path):
@@ -491,13 +493,13 @@ def test_checkpoint_model_args_rebuild_the_networks(ckpts, tmp_path):
     (tmp_path / "run").mkdir()
     torch.save(ckpt, tmp_path / "run" / "ckpt_00000002.pt")
     torch.save({"format": 1, "config": {}}, tmp_path / "run" / "ckpt_00000001.pt")
-    lm = ev.load_generator(tmp_path / "run")
+    lm = sample.load_generator(tmp_path / "run")
     assert lm.path.endswith("ckpt_00000002.pt") and lm.use_vae and lm.E is not None and not lm.G.training
     del ckpt["model_args"]
     torch.save(ckpt, tmp_path / "old.pt")
     with pytest.raises(ValueError, match="another dataset or label count"):
-        ev.load_generator(tmp_path / "old.pt")
-    assert ev.load_generator(ckpts["spade"]).model == "spade"  # an older file: rebuilt from its config
+        sample.load_generator(tmp_path / "old.pt")
+    assert sample.load_generator(ckpts["spade"]).model == "spade"  # an older file: rebuilt from its config
 
 
 def test_command_line_flags():
@@ -506,15 +508,25 @@ def test_command_line_flags():
                        "--n-eval", "3"])
     assert ns.ckpt == ["a.pt", "b.pt", "c.pt"] and not ns.download and ns.n_eval == 3 and not ns.dataset
     assert not ev.MetricsArgs(ckpt=[], download=False).download and ev.MetricsArgs(ckpt=[]).download
-    ns = p.parse_args(["synthesize", "--ckpt", "a.pt", "--labels", "l", "--region-style", "sky=a.png",
-                       "--region-style", "water=b.png", "--official-option", "crop_size=64",
-                       "--resize-labels"])
+    with pytest.raises(SystemExit):
+        p.parse_args(["metrics"])
+    ps = sample.build_parser()
+    ns = ps.parse_args(["synthesize", "--ckpt", "a.pt", "--labels", "l", "--region-style", "sky=a.png",
+                        "--region-style", "water=b.png", "--official-option", "crop_size=64",
+                        "--resize-labels"])
     assert ns.region_style == ["sky=a.png", "water=b.png"] and ns.official_option == ["crop_size=64"]
     assert ns.resize_labels and ns.n_samples == 1 and not ns.style_image and not ns.official
-    for argv in (["synthesize", "--labels", "l"], ["metrics"], ["synthesize", "--ckpt", "a", "--labels", "l",
-                                                                "--official", "imagenet"]):
+    for argv in (["synthesize", "--labels", "l"], ["synthesize", "--ckpt", "a", "--labels", "l",
+                                                   "--official", "imagenet"]):
         with pytest.raises(SystemExit):
-            p.parse_args(argv)
+            ps.parse_args(argv)
+
+
+def test_the_moved_subcommands_say_where_they_went(capsys):
+    for command in ("synthesize", "export"):
+        assert ev.main([command, "--ckpt", "a.pt"]) == 2
+        err = capsys.readouterr().err
+        assert f"python sample.py {command}" in err and err.count("\n") == 1, err
 
 
 def test_checkpoints_that_cannot_share_a_table(ckpts, tmp_path):
@@ -554,8 +566,8 @@ def test_synthesize_all_modes(ckpts, tmp_path):
     Image.fromarray(colour).save(tmp_path / "colour.png")
 
     def run(model, labels_, out, **kw):
-        args = ev.SynthesizeArgs(ckpt=ckpts[model], labels=str(labels_), out=str(tmp_path / out), **kw)
-        return ev.synthesize(args, log=lambda *_: None)
+        args = sample.SynthesizeArgs(ckpt=ckpts[model], labels=str(labels_), out=str(tmp_path / out), **kw)
+        return sample.synthesize(args, log=lambda *_: None)
 
     det = run("spade", labels, "a")
     again = run("spade", labels, "b")
@@ -587,22 +599,22 @@ def test_bad_label_maps(ckpts, tmp_path, capsys):
     info = data.SyntheticLandscapes("val", size=32, length=1).info
     Image.fromarray(np.zeros((16, 32), np.uint8), mode="L").save(tmp_path / "small.png")
     with pytest.raises(ValueError, match="--resize-labels"):
-        ev.read_label_map(tmp_path / "small.png", info, (32, 32))
-    assert ev.read_label_map(tmp_path / "small.png", info, (32, 32), resize=True).shape == (32, 32)
+        sample.read_label_map(tmp_path / "small.png", info, (32, 32))
+    assert sample.read_label_map(tmp_path / "small.png", info, (32, 32), resize=True).shape == (32, 32)
     bad = np.zeros((32, 32), np.uint8)
     bad[0, 0] = 42
     Image.fromarray(bad, mode="L").save(tmp_path / "ids.png")
     with pytest.raises(ValueError, match=r"label ids \[42\]"):
-        ev.read_label_map(tmp_path / "ids.png", info, (32, 32))
+        sample.read_label_map(tmp_path / "ids.png", info, (32, 32))
     rgb = np.full((32, 32, 3), 7, np.uint8)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
     with pytest.raises(ValueError, match=r"rgb.png: colour \(7, 7, 7\) at pixel \(x=0, y=0\) is not in the "):
-        ev.read_label_map(tmp_path / "rgb.png", info, (32, 32))
+        sample.read_label_map(tmp_path / "rgb.png", info, (32, 32))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no label maps"):
-        ev._list_label_files(tmp_path / "empty")
+        sample._list_label_files(tmp_path / "empty")
     # the command line turns these into a one-line error and exit status 2
-    code = ev.main(["synthesize", "--ckpt", ckpts["spade"], "--labels", str(tmp_path / "empty"),
+    code = sample.main(["synthesize", "--ckpt", ckpts["spade"], "--labels", str(tmp_path / "empty"),
                     "--out", str(tmp_path / "o")])
     assert code == 2 and "holds no label maps" in capsys.readouterr().err
 
@@ -684,12 +696,13 @@ def test_export_never_replaces_a_training_checkpoint_and_checks_its_target_first
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     for out, says in ((ckpt, "is the checkpoint being exported"), (other, "is a training checkpoint"),
                       (run, "is a folder"), (tmp_path / "missing" / "x.pt", "does not exist")):
-        assert ev.main(["export", "--ckpt", str(run if out != other else ckpt), "--out", str(out)]) == 2
+        assert sample.main(["export", "--ckpt", str(run if out != other else ckpt), "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert says in err and err.count("\n") == 1, err
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing replaced, no temp file left
-    assert ev.main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "g.pt")]) == 0
-    assert ev.main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "g.pt")]) == 0  # an export: redone
+    assert sample.main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "g.pt")]) == 0
+    # an earlier export is redone
+    assert sample.main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "g.pt")]) == 0
 
 
 def test_figures_and_synthesize_check_everything_before_writing(ckpts, tmp_path, capsys):
@@ -705,18 +718,18 @@ def test_figures_and_synthesize_check_everything_before_writing(ckpts, tmp_path,
     (tmp_path / "labels").mkdir()
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "labels" / "a.png")
     (tmp_path / "taken.png").write_bytes(b"mine")
-    assert ev.main(["synthesize", "--ckpt", ckpts["spade"], "--labels", str(tmp_path / "labels"), "--out",
-                    str(tmp_path / "taken.png")]) == 2
+    assert sample.main(["synthesize", "--ckpt", ckpts["spade"], "--labels", str(tmp_path / "labels"), "--out",
+                        str(tmp_path / "taken.png")]) == 2
     assert "is a file" in capsys.readouterr().err and (tmp_path / "taken.png").read_bytes() == b"mine"
 
 
 def test_huge_label_maps_and_bad_official_options_are_one_line(ckpts, tmp_path, capsys):
     big = tmp_path / "big.png"
     Image.new("L", (4097, 4097)).save(big)
-    assert ev.main(["synthesize", "--ckpt", ckpts["spade"], "--labels", str(big), "--out",
-                    str(tmp_path / "o"), "--resize-labels"]) == 2
+    assert sample.main(["synthesize", "--ckpt", ckpts["spade"], "--labels", str(big), "--out",
+                        str(tmp_path / "o"), "--resize-labels"]) == 2
     assert "at most 16,777,216 pixels" in capsys.readouterr().err
-    assert ev.main(["synthesize", "--official", "ade20k", "--ckpt", str(big), "--labels", str(big), "--out",
-                    str(tmp_path / "o"), "--official-option", "crop_size=abc"]) == 2
+    assert sample.main(["synthesize", "--official", "ade20k", "--ckpt", str(big), "--labels", str(big),
+                        "--out", str(tmp_path / "o"), "--official-option", "crop_size=abc"]) == 2
     err = capsys.readouterr().err
     assert "crop_size takes int values, got 'abc'" in err and err.count("\n") == 1

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torchvision
 
+import data
 import losses
-import models
 
 # Logits with mixed signs; asymmetric so that real/fake mix-ups change the numbers.
 D = [-1.0, 0.0, 0.5, 3.0]
@@ -243,7 +243,7 @@ def test_missing_weights_error_names_file_path_and_flag(hub_dir):
         with pytest.raises(losses.VGGWeightsNotFoundError) as e:
             losses.VGGLoss(weights="imagenet", allow_download=allow_download)
         msg = str(e.value)
-        assert "vgg19-dcbb9e9d.pth" in msg and models.shown(hub_dir / "checkpoints") in msg
+        assert "vgg19-dcbb9e9d.pth" in msg and data.shown(hub_dir / "checkpoints") in msg
         assert "--no-vgg-loss" in msg
     assert not (hub_dir / "checkpoints" / "vgg19-dcbb9e9d.pth").exists()  # nothing half-written
 

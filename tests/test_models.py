@@ -497,12 +497,3 @@ def test_instance_edges_reach_the_generator_but_are_no_class(name):
         else:
             a, b = G(edged), G(seg)
     assert (a - b).abs().max() > 1e-4
-
-
-def test_shown_writes_repository_paths_relative_and_the_home_folder_as_tilde(monkeypatch, tmp_path):
-    monkeypatch.setattr(models.Path, "home", classmethod(lambda cls: tmp_path / "me"))
-    assert models.shown(tmp_path / "me" / ".cache" / "x.pth") == "~/.cache/x.pth"
-    assert models.shown(tmp_path / "me") == "~"
-    assert models.shown(tmp_path / "meme" / "x") == str(tmp_path / "meme" / "x")  # a sibling, not home
-    assert models.shown("runs/a") == "runs/a"
-    assert models.shown(models.Path(models.__file__).resolve().parent / "weights" / "x.pt") == "weights/x.pt"

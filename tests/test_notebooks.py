@@ -29,7 +29,7 @@ def test_four_notebooks_are_there():
 
 def test_committed_outputs_show_no_machine_paths():
     """Outputs are committed as a reader sees them: no temporary or home folder of the machine that ran them
-    (runs go to a relative folder, the home folder prints as ~; see models.shown)."""
+    (runs go to a relative folder, the home folder prints as ~; see data.shown)."""
     import re
     import tempfile
 

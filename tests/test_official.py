@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 
 import data
-import evaluate
 import models
+import official
+import sample
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("make_official_fixtures",
@@ -69,7 +70,7 @@ def test_official_output_reproduced(case, monkeypatch):
     preset, overrides, atol = CASES[case]
     f = load_fixture(case)
     encoder = fx.official_state(f, "E:") if any(k.startswith("E:") for k in f["layout"]) else None
-    m = evaluate.load_official(fx.official_state(f), preset, encoder, **overrides)
+    m = official.load_official(fx.official_state(f), preset, encoder, **overrides)
     assert not m.G.training and (encoder is None) == (m.E is None)
     segmap, image = fixture_inputs(f, m)
     with torch.no_grad():
@@ -97,7 +98,7 @@ def test_official_output_reproduced(case, monkeypatch):
 
 
 def test_synthesize_cli_ade20k_raw_ids(tmp_path):
-    """`evaluate.py synthesize --official ade20k`: a raw ADE20K annotation PNG -> the official image."""
+    """`sample.py synthesize --official ade20k`: a raw ADE20K annotation PNG -> the official image."""
     f = load_fixture("spade_ade20k")
     ckpt = tmp_path / "latest_net_G.pth"
     torch.save(fx.official_state(f), ckpt)
@@ -107,7 +108,7 @@ def test_synthesize_cli_ade20k_raw_ids(tmp_path):
     argv = ["synthesize", "--official", "ade20k", "--ckpt", str(ckpt), "--labels",
             str(tmp_path / "ADE_val_00000001.png"), "--out", str(tmp_path / "out"),
             "--official-option", "crop_size=64"]
-    assert evaluate.main(argv) == 0
+    assert sample.main(argv) == 0
     png = torch.from_numpy(np.array(Image.open(tmp_path / "out" / "ADE_val_00000001.png"))).permute(2, 0, 1)
     step = f["output_step"]
     expected = torch.round((f["output"][0].clamp(-1, 1) + 1) * 127.5).byte()
@@ -124,7 +125,7 @@ def _meta_state(keys: dict) -> dict:
 def test_paper_size_keys_map_completely(name, preset):
     """Every key of a paper-size official generator maps onto the network built from the preset."""
     keys = json.loads((FIXTURES / "official_keys.json").read_text())[name]
-    m = evaluate.load_official(_meta_state(keys), preset, device="meta")  # strict: raises on any misfit
+    m = official.load_official(_meta_state(keys), preset, device="meta")  # strict: raises on any misfit
     assert (m.args.ngf, m.args.crop_size) == (64, 256 if preset != "cityscapes" else 512)
     official_params = sum(np.prod(s) for k, s in keys.items() if not k.endswith(
         ("_u", "_v", "running_mean", "running_var", "num_batches_tracked")))
@@ -135,7 +136,7 @@ def test_paper_size_encoder_keys_map_completely():
     keys = json.loads((FIXTURES / "official_keys.json").read_text())["spade_encoder"]
     with torch.device("meta"):
         E = models.ConvEncoder()
-    converted = models.convert_official_state(_meta_state(keys), E, "encoder")
+    converted = official.convert_official_state(_meta_state(keys), E, "encoder")
     assert set(converted) == set(E.state_dict())
 
 
@@ -154,46 +155,46 @@ def _tiny_state():
 def test_misfit_keys_are_listed(damage, expected):
     state = _tiny_state()
     damage(state)
-    with pytest.raises(models.OfficialCheckpointError) as err:
-        evaluate.load_official(state, "ade20k", crop_size=64)
+    with pytest.raises(official.OfficialCheckpointError) as err:
+        official.load_official(state, "ade20k", crop_size=64)
     for text in expected:
         assert text in str(err.value)
 
 
 def test_wrong_preset_is_an_error_not_a_partial_load():
-    with pytest.raises(models.OfficialCheckpointError, match="other shape") as err:
-        evaluate.load_official(_tiny_state(), "coco", crop_size=64)  # COCO: 184 input channels
+    with pytest.raises(official.OfficialCheckpointError, match="other shape") as err:
+        official.load_official(_tiny_state(), "coco", crop_size=64)  # COCO: 184 input channels
     assert "fc.weight (32, 151, 3, 3) -> fc.weight (32, 184, 3, 3)" in str(err.value)
     assert "is the preset, label count or crop size right?" in str(err.value)
 
 
 def test_old_checkpoint_without_num_batches_tracked_loads():
     state = {k: v for k, v in _tiny_state().items() if not k.endswith("num_batches_tracked")}
-    evaluate.load_official(state, "ade20k", crop_size=64)
+    official.load_official(state, "ade20k", crop_size=64)
 
 
 def test_sean_fc_mu_missing_class_is_listed():
     f = load_fixture("sean_celebamask")
     state = fx.official_state(f)
     del state["head_0.ace_0.fc_mu18.weight"]
-    with pytest.raises(models.OfficialCheckpointError, match=r"head_0\.norm_0\.fc_mu18\.weight"):
-        evaluate.load_official(state, "celebamask", crop_size=64)
+    with pytest.raises(official.OfficialCheckpointError, match=r"head_0\.norm_0\.fc_mu18\.weight"):
+        official.load_official(state, "celebamask", crop_size=64)
 
 
-@pytest.mark.parametrize("preset", list(evaluate.OFFICIAL_PRESETS))
+@pytest.mark.parametrize("preset", list(official.OFFICIAL_PRESETS))
 def test_official_options_agree_with_the_training_presets(preset):
-    """evaluate.py's table of what the official checkpoints imply is train.PRESETS' (the official dataset
+    """official.py.s table of what the official checkpoints imply is train.PRESETS' (the official dataset
     options); only the norm differs: sync batch norm, which is batch norm on one process in eval mode."""
     import dataclasses
 
     import train
 
     trained = {f.name: f.default for f in dataclasses.fields(train.Args)} | train.PRESETS[preset]
-    official = evaluate.OFFICIAL_DEFAULTS | evaluate.OFFICIAL_PRESETS[preset]
+    implied = official.OFFICIAL_DEFAULTS | official.OFFICIAL_PRESETS[preset]
     for key in ("dataset", "model", "crop_size", "aspect_ratio", "num_upsampling_layers", "use_instance",
                 "vae", "ngf", "z_dim", "style_dim"):
-        assert official[key] == trained[key], key
-    assert official["param_free"] == "batch" and trained["param_free"] == "syncbatch"
+        assert implied[key] == trained[key], key
+    assert implied["param_free"] == "batch" and trained["param_free"] == "syncbatch"
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -229,23 +230,23 @@ def test_spectral_norm_train_mode_differs_only_in_the_power_iteration_order():
     torch's parametrization: u <- W v, then v <- W^T u), so the outputs differ while u, v are not yet the top
     singular pair, and agree once they are, which is where training keeps them: the same fixed point."""
     f = load_fixture("spade_ade20k")
-    m = evaluate.load_official(fx.official_state(f), "ade20k", crop_size=64)
+    m = official.load_official(fx.official_state(f), "ade20k", crop_size=64)
     for key, value in f["buffers"].items():  # the official u, v came along with the conversion
         if key.endswith(("weight_u", "weight_v")):
             name = key[:-len("weight_u")] + "parametrizations.weight.0._" + key[-1]
             assert torch.equal(m.G.state_dict()[name], value), key
     segmap, _ = fixture_inputs(f, m)
-    ours, official = m.G, old_style_copy(m.G)
+    ours, theirs = m.G, old_style_copy(m.G)
     with torch.no_grad():
-        assert torch.equal(ours.eval()(segmap), official.eval()(segmap))
-        first = (ours.train()(segmap) - official.train()(segmap)).abs().max().item()
+        assert torch.equal(ours.eval()(segmap), theirs.eval()(segmap))
+        first = (ours.train()(segmap) - theirs.train()(segmap)).abs().max().item()
         assert first > 1e-4  # the fixture's u, v: a few official training-mode runs, not converged
         for _ in range(8):
-            ours(segmap), official(segmap)
-        later = (ours(segmap) - official(segmap)).abs().max().item()
+            ours(segmap), theirs(segmap)
+        later = (ours(segmap) - theirs(segmap)).abs().max().item()
     assert later < first / 4  # 0.061 -> 0.012 after 10 steps, 0.0008 after 20, 7e-5 after 60: one fixed point
     # u, v at the top singular pair (SVD): one training-mode step of each is the same
-    for net in (ours, official):
+    for net in (ours, theirs):
         for conv in net.modules():
             if hasattr(conv, "weight_orig") or torch.nn.utils.parametrize.is_parametrized(conv, "weight"):
                 old = hasattr(conv, "weight_orig")
@@ -257,4 +258,4 @@ def test_spectral_norm_train_mode_differs_only_in_the_power_iteration_order():
                 us.copy_(u[:, 0] * sign)
                 vs.copy_(vh[0] * sign)
     with torch.no_grad():
-        torch.testing.assert_close(ours.train()(segmap), official.train()(segmap), atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours.train()(segmap), theirs.train()(segmap), atol=1e-5, rtol=0)

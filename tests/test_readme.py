@@ -50,3 +50,19 @@ def test_equation_index_points_at_code_and_notebook_sections_that_exist():
     for path in [*ROOT.glob("*.py"), *ROOT.glob("*.md"), *ROOT.glob("notebooks/*.ipynb"),
                  *ROOT.glob("tests/*.py")]:
         assert outside not in path.read_text(), f"{path.name} refers to a file outside the repository"
+
+
+def test_modules_import_in_one_direction():
+    """The layering the README describes: norm, data <- models, losses <- official <- sample <- evaluate <-
+    train; paint and bench on top. A module imports only modules of a lower layer (no cycles)."""
+    import ast
+
+    layer = dict(norm=0, data=0, models=1, losses=1, official=2, sample=3, evaluate=4, train=5, paint=6,
+                 bench=6)
+    for module, level in layer.items():
+        tree = ast.parse((ROOT / f"{module}.py").read_text())
+        nodes = list(ast.walk(tree))
+        imported = {a.name.split(".")[0] for n in nodes if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in nodes if isinstance(n, ast.ImportFrom) and n.module}
+        against = sorted(m for m in imported & set(layer) if layer[m] >= level and m != module)
+        assert not against, f"{module}.py imports {against}, which are not below it"

@@ -49,9 +49,9 @@ def tune_allocator() -> str:
     time of SPADE at paper width on a CPU (see README, Performance). Same as running with
     GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647. Called by the command
     lines (train.py, sample.py, evaluate.py, paint.py, bench.py), never on import: a notebook or script that
-    imports the modules calls it itself or sets that variable. Freed memory stays with the process (its RSS stays at its
-    peak). Left alone where the user chose: GLIBC_TUNABLES naming malloc, or another allocator in LD_PRELOAD
-    (jemalloc, tcmalloc). Returns what was done, for the start-of-run line."""
+    imports the modules calls it itself or sets that variable. Freed memory stays with the process (its RSS
+    stays at its peak). Left alone where the user chose: GLIBC_TUNABLES naming malloc, or another allocator
+    in LD_PRELOAD (jemalloc, tcmalloc). Returns what was done, for the start-of-run line."""
     if "malloc" in os.environ.get("GLIBC_TUNABLES", "") or os.environ.get("LD_PRELOAD"):
         return "allocator as set by GLIBC_TUNABLES / LD_PRELOAD"
     try:

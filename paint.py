@@ -271,7 +271,9 @@ def _param(query: dict, name: str, kind=int):
 class Handler(BaseHTTPRequestHandler):
     """One request: the page, /info, /sample or POST /synthesize, for this server's own page only."""
 
-    timeout = SOCKET_TIMEOUT  # a client that stops sending frees its thread
+    def setup(self):
+        self.timeout = SOCKET_TIMEOUT  # a client that stops sending frees its thread
+        super().setup()
 
     def log_message(self, fmt, *args):  # quiet: the page sends a request per brush stroke
         pass

@@ -282,6 +282,30 @@ def test_num_upsampling_layers(name, mode, crop):
     assert out.shape == (2, 3, crop, crop)
 
 
+@pytest.mark.parametrize("mode", ["normal", "more", "most"])
+@pytest.mark.parametrize("name", ["spade", "sean", "concat", "clade"])
+def test_blocks_run_in_the_figures_order_at_the_figures_sizes(name, mode):
+    """SPADE Fig. 4 / App. A: head_0 at the start size s, G_middle_0 at 2s, G_middle_1 at 2s (4s for "more"
+    and "most"), then each up_i at twice the previous size; input widths 16 16 16 16 8 4 2 (x ngf; up_4 of
+    "most": 1), ending at the crop size."""
+    crop = 128 if mode == "most" else 64
+    G = tiny_generator(name, crop, crop, ngf=8, num_upsampling_layers=mode).eval()
+    seen = []
+    for block in G.block_names:
+        getattr(G, block).register_forward_hook(
+            lambda mod, args, out, block=block: seen.append((block, args[0].shape[1], args[0].shape[2])))
+    with torch.no_grad():
+        run_generator(G, name, make_segmap(1, crop, crop))
+    s, more = G.sh, mode != "normal"
+    expected = [("head_0", 128, s), ("G_middle_0", 128, 2 * s), ("G_middle_1", 128, (4 if more else 2) * s)]
+    size = expected[-1][2]
+    for i, width in enumerate([128, 64, 32, 16] + ([8] if mode == "most" else [])):
+        size *= 2
+        expected.append((f"up_{i}", width, size))
+    assert seen == expected
+    assert size == crop
+
+
 def test_vae_modes():
     torch.manual_seed(0)
     G = models.SPADEGenerator(K, ngf=16, crop_size=64, use_vae=True, z_dim=32)

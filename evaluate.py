@@ -1060,6 +1060,8 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--vae", default=None, help="SPADE+VAE checkpoint for the multi-modal samples figure")
     fig.add_argument("--out", default="assets", help="output folder (default: assets)")
     fig.add_argument("--n", type=int, default=6, help="rows of the comparison figure (default: 6)")
+    fig.add_argument("--name", default="comparison.png", help="file name of the comparison figure in --out "
+                                                              "(default: comparison.png)")
     seg = sub.add_parser("segmenter", help="train/load the cached evaluation segmenter, score real images")
     seg.add_argument("--dataset", default="synthetic", help="dataset name (default: synthetic)")
     seg.add_argument("--dataroot", default=None, help="dataset folder (real datasets)")
@@ -1081,6 +1083,10 @@ def check_figure_inputs(ns: argparse.Namespace) -> None:
         raise ValueError(f"--titles gives {len(ns.titles)} titles for {len(ns.ckpt)} checkpoints (one each)")
     if ns.n < 1:
         raise ValueError(f"--n {ns.n}: the comparison needs at least one row")
+    taken = {"sean_region_transfer.png": ns.sean, "vae_samples.png": ns.vae}
+    if Path(ns.name).name != ns.name or not ns.name.lower().endswith(".png") or taken.get(ns.name):
+        raise ValueError(f"--name {ns.name!r}: a file name ending in .png, written into --out (not a path, "
+                         "not the name of another figure of this command), e.g. ablation.png")
     for flag, path, fits, what in (("--sean", ns.sean, lambda lm: lm.model == "sean", "SEAN"),
                                    ("--vae", ns.vae, lambda lm: lm.use_vae, "SPADE+VAE")):
         if path and not fits(lm := sample.load_generator(path)):
@@ -1106,7 +1112,7 @@ def main(argv=None) -> int:
             print(run_metrics(_from_namespace(MetricsArgs, ns))["markdown"])
         elif ns.command == "figures":
             check_figure_inputs(ns)
-            print(comparison_figure(ns.ckpt, Path(ns.out) / "comparison.png", ns.n, ns.titles))
+            print(comparison_figure(ns.ckpt, Path(ns.out) / ns.name, ns.n, ns.titles))
             if ns.sean:
                 print(transfer_figure(ns.sean, Path(ns.out) / "sean_region_transfer.png"))
             if ns.vae:

@@ -443,6 +443,9 @@ def test_figures_comparison_and_transfer(ckpts, tmp_path):
         ev.transfer_figure(ckpts["spade"], tmp_path / "x.png", n=1)
     assert ev.main(["figures", "--ckpt", ckpts["spade"], "--out", str(tmp_path / "cli"), "--n", "1"]) == 0
     assert (tmp_path / "cli" / "comparison.png").is_file()
+    assert ev.main(["figures", "--ckpt", ckpts["spade"], "--out", str(tmp_path / "cli"), "--n", "1", "--name",
+                    "ablation.png"]) == 0
+    assert (tmp_path / "cli" / "ablation.png").is_file()
 
 
 class _Payload:
@@ -496,7 +499,11 @@ def test_figures_and_synthesize_check_everything_before_writing(ckpts, tmp_path,
     for argv, says in (
             (["figures", "--ckpt", ckpts["spade"], ckpts["sean"], "--titles", "only one"], "2 checkpoints"),
             (["figures", "--ckpt", ckpts["spade"], "--sean", ckpts["spade"]], "--sean needs SEAN"),
-            (["figures", "--ckpt", ckpts["spade"], "--vae", ckpts["sean"]], "--vae needs SPADE+VAE")):
+            (["figures", "--ckpt", ckpts["spade"], "--vae", ckpts["sean"]], "--vae needs SPADE+VAE"),
+            (["figures", "--ckpt", ckpts["spade"], "--name", "../up.png"], "a file name ending in .png"),
+            (["figures", "--ckpt", ckpts["spade"], "--name", "ablation.jpg"], "a file name ending in .png"),
+            (["figures", "--ckpt", ckpts["spade"], "--sean", ckpts["sean"],
+              "--name", "sean_region_transfer.png"], "not the name of another figure")):
         assert ev.main([*argv, "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert says in err and err.count("\n") == 1, err

@@ -19,6 +19,9 @@ optimizers, schedules, counters, every rank's RNG state and the data position, s
 resume + N steps is bit-identical to 2N steps. Ctrl-C / SIGTERM save and exit; a non-finite loss stops
 before the update. Outputs (rank 0) in <out_dir>/<name>/: args.json, log.jsonl, samples/, loss_curves.png,
 ckpt_*.pt, best.pt (--eval-every), tb/ (TensorBoard, if installed).
+
+Read in order: Args and PRESETS, then main -> setup -> train (the loop) -> train_step; everything below them
+(setup pieces, the command line, checkpoints and resuming, DDP, outputs) serves those four.
 """
 
 import argparse

@@ -101,7 +101,7 @@ def colorize(label: torch.Tensor, palette=None) -> torch.Tensor:
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
-    """Photo in [-1, 1] -> uint8 0..255, what a PNG stores (the rounding of evaluate.quantize_png)."""
+    """Photo in [-1, 1] -> uint8 0..255, what a PNG stores (the rounding of quantize_png)."""
     return ((image.clamp(-1, 1) + 1) * 127.5).round().byte()
 
 
@@ -723,7 +723,7 @@ class PairedFolderDataset(Dataset):
 
     def map_label(self, raw: np.ndarray, path: str) -> np.ndarray:
         """Raw file ids -> training ids: 255 is don't-care (official: 255 -> label_nc), other ids outside
-        0..label_nc-1 raise. Uses only self.info (evaluate.py calls it on a stand-in)."""
+        0..label_nc-1 raise. Uses only self.info (sample.read_label_map calls it on a stand-in)."""
         info = self.info
         dontcare = 255 if info.contain_dontcare else None
         check_raw_ids(raw, invalid_ids(raw, info.label_nc, dontcare), path,

@@ -394,16 +394,6 @@ def test_command_line_flags():
     assert not ev.MetricsArgs(ckpt=[], download=False).download and ev.MetricsArgs(ckpt=[]).download
     with pytest.raises(SystemExit):
         p.parse_args(["metrics"])
-    ps = sample.build_parser()
-    ns = ps.parse_args(["synthesize", "--ckpt", "a.pt", "--labels", "l", "--region-style", "sky=a.png",
-                        "--region-style", "water=b.png", "--official-option", "crop_size=64",
-                        "--resize-labels"])
-    assert ns.region_style == ["sky=a.png", "water=b.png"] and ns.official_option == ["crop_size=64"]
-    assert ns.resize_labels and ns.n_samples == 1 and not ns.style_image and not ns.official
-    for argv in (["synthesize", "--labels", "l"], ["synthesize", "--ckpt", "a", "--labels", "l",
-                                                   "--official", "imagenet"]):
-        with pytest.raises(SystemExit):
-            ps.parse_args(argv)
 
 
 def test_the_moved_subcommands_say_where_they_went(capsys):

@@ -199,3 +199,16 @@ def test_huge_label_maps_and_bad_official_options_are_one_line(ckpts, tmp_path, 
                         "--out", str(tmp_path / "o"), "--official-option", "crop_size=abc"]) == 2
     err = capsys.readouterr().err
     assert "crop_size takes int values, got 'abc'" in err and err.count("\n") == 1
+
+
+def test_synthesize_flags():
+    ps = sample.build_parser()
+    ns = ps.parse_args(["synthesize", "--ckpt", "a.pt", "--labels", "l", "--region-style", "sky=a.png",
+                        "--region-style", "water=b.png", "--official-option", "crop_size=64",
+                        "--resize-labels"])
+    assert ns.region_style == ["sky=a.png", "water=b.png"] and ns.official_option == ["crop_size=64"]
+    assert ns.resize_labels and ns.n_samples == 1 and not ns.style_image and not ns.official
+    for argv in (["synthesize", "--labels", "l"], ["synthesize", "--ckpt", "a", "--labels", "l",
+                                                   "--official", "imagenet"], ["export", "--ckpt", "a"]):
+        with pytest.raises(SystemExit):
+            ps.parse_args(argv)

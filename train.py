@@ -612,14 +612,15 @@ def check_norm_fits(args: Args, per_rank_batch: int, d: "Dist", device: torch.de
         return
     if args.param_free == "syncbatch" and d.enabled and device.type == "cuda":
         per_rank_batch *= d.world  # statistics over all processes' images
-    n_up = models.NUM_UPSAMPLING[args.num_upsampling_layers]
-    sw = args.crop_size // 2**n_up
-    pixels = round(sw / args.aspect_ratio) * sw
+    # the decoder's start size (parse_args's check_crop_fits has made it at least 1x1)
+    sh, sw = models.start_size(args.crop_size, args.aspect_ratio, args.num_upsampling_layers)
+    pixels = sh * sw
     if (pixels if args.param_free == "instance" else per_rank_batch * pixels) >= 2:
         return
     fixes = ([] if pixels < 2 or args.param_free == "instance" else ["--param-free instance"]) + (
         [] if args.param_free == "instance" or per_rank_batch >= 2
         else ["a --batch-size of 2 or more per process"])
+    n_up = models.NUM_UPSAMPLING[args.num_upsampling_layers]
     fixes.append(f"--crop-size {2 ** (n_up + 1) * max(1, round(args.aspect_ratio))} or more")
     raise SystemExit(f"error: --param-free {args.param_free} needs more than one value per channel, but the "
                      f"generator's first block is {pixels} pixel(s) x {per_rank_batch} image(s) per process; "

@@ -810,7 +810,7 @@ def run_metrics(args: MetricsArgs, log=print) -> dict:
     loaded = _table_models(args)
     first, dataroot = loaded[0], args.dataroot or loaded[0].dataroot
     val_set = data.build_split(first.dataset, dataroot, "val", first.size,
-                          length=max(args.n_eval, 2 * args.n_transfer), seed=first.seed)
+                               length=max(args.n_eval, 2 * args.n_transfer), seed=first.seed)
     n = min(len(val_set), args.n_eval)
     if n < 2:
         raise ValueError(f"the {first.dataset} validation split has {len(val_set)} images; 2 are needed")

@@ -179,13 +179,13 @@ def load_official(generator, preset: str = "ade20k", encoder=None, *, label_nc: 
         G.load_state_dict(convert_official_state(state, G, "generator"))
         if encoder is not None:
             E.load_state_dict(convert_official_state(read_official_state(encoder, "encoder"), E,
-                                                           "encoder"))
+                                                     "encoder"))
     except OfficialCheckpointError as err:
         where = (f"a {cfg['model']}{'+VAE' if cfg['vae'] else ''} generator for '{preset}' "
                  f"({model_args.semantic_nc} input channels, ngf {cfg['ngf']}, {models.config_size(cfg)[0]}x"
                  f"{cfg['crop_size']}, {cfg['num_upsampling_layers']})")
         raise OfficialCheckpointError(f"{err}\n  built: {where}; is the preset, label count or crop "
-                                             "size right?") from None
+                                      "size right?") from None
     return OfficialModel(G.eval(), E.eval() if encoder is not None else None, SimpleNamespace(**cfg), info,
                          official_ids=cfg["dataset"] == "ade20k")
 

@@ -120,7 +120,7 @@ class Painter:
                                  f"{first.dataset} at {first.size}: pass checkpoints of one dataset and size")
         self.info, self.size, self.device = first.info, first.size, args.device
         self.val = data.build_split(first.dataset, first.dataroot, "val", first.size,
-                                        length=args.val_samples, seed=first.seed)
+                                    length=args.val_samples, seed=first.seed)
         self.n_val = min(len(self.val), args.val_samples)
         # SEAN's default code of a class: its mean over training images (as the official demo), not zero
         self.mean_codes = {k: sample.mean_style_codes(lm, args.mean_style_images).to(args.device)

@@ -189,7 +189,7 @@ def load_generator(checkpoint_path: str | os.PathLike, device: str = "cpu") -> m
     config = ckpt["config"]
     size = models.config_size(config)
     info = data.build_split(config["dataset"], config.get("dataroot") or None, "val", size, length=2,
-                       seed=config["seed"]).info
+                            seed=config["seed"]).info
     use_instance = bool(config["use_instance"] and info.has_instance)
     if "model_args" in ckpt:
         model_args = models.ModelArgs(**ckpt["model_args"])

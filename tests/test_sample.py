@@ -165,7 +165,7 @@ def test_bad_label_maps(ckpts, tmp_path, capsys):
         sample._list_label_files(tmp_path / "empty")
     # the command line turns these into a one-line error and exit status 2
     code = sample.main(["synthesize", "--ckpt", ckpts["spade"], "--labels", str(tmp_path / "empty"),
-                    "--out", str(tmp_path / "o")])
+                        "--out", str(tmp_path / "o")])
     assert code == 2 and "holds no label maps" in capsys.readouterr().err
 
 
